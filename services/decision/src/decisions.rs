@@ -1,0 +1,147 @@
+//! DecisionService: reads of the caller's tenant's decisions.
+
+use chrono::{DateTime, Utc};
+use codeops_platform::convert::{enum_to_db, etag, id_string, opt_timestamp};
+use codeops_platform::{ApiError, Cursor, Db, Page, Violations};
+use codeops_proto::decision::decision_service_server::DecisionService;
+use codeops_proto::decision::{
+    Decision, DecisionPriority, DecisionStatus, GetDecisionRequest, ListDecisionsRequest, ListDecisionsResponse,
+};
+use codeops_tenant::RequestExt;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+pub struct Decisions {
+    db: Db,
+}
+
+impl Decisions {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct DecisionRow {
+    id: Uuid,
+    title: String,
+    description: Option<String>,
+    context: Option<String>,
+    status: String,
+    priority: String,
+    owner_id: Option<Uuid>,
+    assigned_to_id: Option<Uuid>,
+    outcome_id: Option<Uuid>,
+    hypothesis_id: Option<Uuid>,
+    team_id: Option<Uuid>,
+    sla_hours: Option<i32>,
+    due_at: Option<DateTime<Utc>>,
+    escalation_level: Option<i32>,
+    escalated_at: Option<DateTime<Utc>>,
+    escalated_to_id: Option<Uuid>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, title, description, context, status, priority, owner_id, assigned_to_id, outcome_id, \
+    hypothesis_id, team_id, sla_hours, due_at, escalation_level, escalated_at, escalated_to_id, created_at, updated_at";
+
+impl DecisionRow {
+    fn cursor(&self) -> Cursor {
+        Cursor {
+            time: self.created_at.unwrap_or_default(),
+            id: self.id,
+        }
+    }
+
+    fn into_proto(self) -> Decision {
+        let status = DecisionStatus::from_str_name(&format!("DECISION_STATUS_{}", self.status)).unwrap_or_default();
+        let priority =
+            DecisionPriority::from_str_name(&format!("DECISION_PRIORITY_{}", self.priority)).unwrap_or_default();
+        Decision {
+            id: self.id.to_string(),
+            title: self.title,
+            description: self.description.unwrap_or_default(),
+            context: self.context.unwrap_or_default(),
+            status: status as i32,
+            priority: priority as i32,
+            owner_id: id_string(self.owner_id),
+            assigned_to_id: id_string(self.assigned_to_id),
+            outcome_id: id_string(self.outcome_id),
+            hypothesis_id: id_string(self.hypothesis_id),
+            team_id: id_string(self.team_id),
+            sla_hours: self.sla_hours.unwrap_or_default(),
+            due_time: opt_timestamp(self.due_at),
+            escalation_level: self.escalation_level.unwrap_or_default(),
+            escalate_time: opt_timestamp(self.escalated_at),
+            escalated_to_id: id_string(self.escalated_to_id),
+            create_time: opt_timestamp(self.created_at),
+            update_time: opt_timestamp(self.updated_at),
+            etag: etag(self.updated_at),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl DecisionService for Decisions {
+    async fn get_decision(&self, request: Request<GetDecisionRequest>) -> Result<Response<Decision>, Status> {
+        let ctx = request.tenant()?;
+        let mut v = Violations::new();
+        let id = v.uuid("id", &request.get_ref().id);
+        v.finish()?;
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let row: Option<DecisionRow> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM core.decisions WHERE tenant_id = $1 AND id = $2"))
+                .bind(ctx.tenant_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(ApiError::from)?;
+        tx.commit().await.map_err(ApiError::from)?;
+        let row = row.ok_or(ApiError::NotFound("decision"))?;
+        Ok(Response::new(row.into_proto()))
+    }
+
+    async fn list_decisions(
+        &self,
+        request: Request<ListDecisionsRequest>,
+    ) -> Result<Response<ListDecisionsResponse>, Status> {
+        let ctx = request.tenant()?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let status = if req.status == 0 {
+            None
+        } else {
+            v.enum_value::<DecisionStatus>("status", req.status)
+                .map(|s| enum_to_db(s.as_str_name(), "DECISION_STATUS_").to_owned())
+        };
+        let filters = format!("{status:?}|{}", req.overdue_only);
+        let page = Page::parse(req.page_size, &req.page_token, &filters, &mut v);
+        v.finish()?;
+
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut rows: Vec<DecisionRow> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM core.decisions \
+             WHERE tenant_id = $1 \
+               AND ($2::text IS NULL OR status = $2) \
+               AND (NOT $3 OR (status IN ('NEEDS_INPUT', 'UNDER_DISCUSSION') AND due_at < now())) \
+               AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5)) \
+             ORDER BY created_at DESC, id DESC LIMIT $6"
+        ))
+        .bind(ctx.tenant_id)
+        .bind(status)
+        .bind(req.overdue_only)
+        .bind(page.after_time())
+        .bind(page.after_id())
+        .bind(page.limit())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
+        tx.commit().await.map_err(ApiError::from)?;
+        let next_page_token = page.finish(&mut rows, DecisionRow::cursor);
+        Ok(Response::new(ListDecisionsResponse {
+            decisions: rows.into_iter().map(DecisionRow::into_proto).collect(),
+            next_page_token,
+        }))
+    }
+}

@@ -1,0 +1,367 @@
+//! AuthService: login, refresh-token rotation with reuse detection, logout,
+//! password change, the current user and the public keys.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use codeops_platform::audit::{self, Actor, AuditEntry};
+use codeops_platform::convert::timestamp;
+use codeops_platform::db::set_tenant;
+use codeops_platform::validate::SHORT_TEXT;
+use codeops_platform::{ApiError, Tx, Violations};
+use codeops_proto::identity::auth_service_server::AuthService;
+use codeops_proto::identity::{
+    ChangePasswordRequest, ChangePasswordResponse, GetCurrentUserRequest, GetPublicKeysRequest,
+    GetPublicKeysResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, PublicKey, RefreshRequest,
+    RefreshResponse, TokenPair, User,
+};
+use codeops_tenant::{RequestExt, RequestMeta, Subject};
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::Svc;
+use crate::password::{MAX_PASSWORD_BYTES, check_new_password};
+use crate::throttle::LoginThrottle;
+use crate::users::{self, UserRow, revoke_sessions};
+
+/// Every login failure says exactly this, whatever the cause.
+const BAD_CREDENTIALS: &str = "invalid tenant, e-mail or password";
+const BAD_REFRESH: &str = "invalid or expired refresh token";
+
+/// Tenants whose users may log in and refresh.
+fn tenant_open(status: Option<&str>) -> bool {
+    matches!(status, Some("ACTIVE") | Some("TRIAL") | None)
+}
+
+/// Refresh tokens are `<tenant id>.<256 random bits>`: the tenant part
+/// routes the lookup (row-level security needs it), the rest is the secret.
+/// Only the SHA-256 of the whole token is stored.
+fn new_refresh_token(tenant_id: Uuid) -> Result<(String, String), ApiError> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
+    let token = format!("{}.{}", tenant_id.simple(), URL_SAFE_NO_PAD.encode(secret));
+    let hash = token_hash(&token);
+    Ok((token, hash))
+}
+
+fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn refresh_token_tenant(token: &str) -> Option<Uuid> {
+    let (tenant, secret) = token.split_once('.')?;
+    (secret.len() == 43).then_some(())?;
+    Uuid::try_parse(tenant).ok()
+}
+
+impl Svc {
+    /// Issues an access token and a refresh token of `family`.
+    async fn issue_tokens(&self, tx: &mut Tx, user: &UserRow, family: Uuid) -> Result<TokenPair, ApiError> {
+        let (refresh_token, hash) = new_refresh_token(user.tenant_id)?;
+        let refresh_expires: DateTime<Utc> = Utc::now()
+            + chrono::Duration::from_std(self.config.refresh_ttl).map_err(ApiError::internal)?;
+        sqlx::query(
+            "INSERT INTO core.refresh_tokens (id, tenant_id, user_id, family_id, token_hash, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(user.tenant_id)
+        .bind(user.id)
+        .bind(family)
+        .bind(hash)
+        .bind(refresh_expires)
+        .execute(&mut **tx)
+        .await?;
+        let (access_token, exp) = self
+            .config
+            .signer
+            .sign(Subject {
+                user_id: user.id,
+                tenant_id: user.tenant_id,
+                role: &user.role_code,
+                permissions: user.permissions.clone(),
+                name: user.display_name(),
+                email: user.email.clone(),
+            })
+            .map_err(ApiError::internal)?;
+        Ok(TokenPair {
+            access_token,
+            access_token_expire_time: Some(prost_types::Timestamp {
+                seconds: exp as i64,
+                nanos: 0,
+            }),
+            refresh_token,
+            refresh_token_expire_time: Some(timestamp(refresh_expires)),
+            token_type: "Bearer".into(),
+        })
+    }
+
+    async fn tenant_status(tx: &mut Tx, tenant_id: Uuid) -> Result<Option<String>, ApiError> {
+        Ok(sqlx::query_scalar("SELECT status FROM core.tenants WHERE id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .flatten())
+    }
+
+    async fn login(&self, req: &LoginRequest, meta: &RequestMeta) -> Result<LoginResponse, ApiError> {
+        let mut v = Violations::new();
+        let slug = v.required("tenant_slug", &req.tenant_slug, SHORT_TEXT);
+        let email = v.required("email", &req.email, SHORT_TEXT).to_lowercase();
+        if req.password.is_empty() {
+            v.add("password", "is required");
+        } else if req.password.len() > MAX_PASSWORD_BYTES {
+            v.add("password", format!("must be at most {MAX_PASSWORD_BYTES} bytes"));
+        }
+        v.finish()?;
+
+        let throttle_key = LoginThrottle::key(&slug, &email);
+        if let Some(wait) = self.throttle.locked_for(&throttle_key) {
+            return Err(ApiError::ResourceExhausted(format!(
+                "too many failed logins; retry in {} s",
+                wait.as_secs().max(1)
+            )));
+        }
+
+        // Resolve the tenant through the one narrow cross-tenant path, then
+        // scope the rest of the transaction to it.
+        let mut tx = self.db.untenanted_tx().await?;
+        let tenant: Option<(Uuid, Option<String>)> = sqlx::query_as("SELECT id, status FROM core.tenant_for_login($1)")
+            .bind(&slug)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut user = None;
+        let mut tenant_ok = false;
+        if let Some((tenant_id, status)) = &tenant {
+            set_tenant(&mut tx, *tenant_id).await?;
+            tenant_ok = tenant_open(status.as_deref());
+            user = users::find_by_email(&mut tx, *tenant_id, &email).await?;
+        }
+        // The hash is always checked, against a dummy one when there is no
+        // user, so every failure takes about as long as a success.
+        let password_ok = self
+            .passwords
+            .verify(req.password.clone(), user.as_ref().map(|u| u.password_hash.clone()))
+            .await?;
+        let user = match user {
+            Some(user) if password_ok && tenant_ok && user.active() => user,
+            _ => {
+                self.throttle.record_failure(&throttle_key);
+                return Err(ApiError::Unauthenticated(BAD_CREDENTIALS));
+            }
+        };
+        self.throttle.record_success(&throttle_key);
+
+        sqlx::query("UPDATE core.users SET last_login_at = now() WHERE tenant_id = $1 AND id = $2")
+            .bind(user.tenant_id)
+            .bind(user.id)
+            .execute(&mut *tx)
+            .await?;
+        let tokens = self.issue_tokens(&mut tx, &user, Uuid::now_v7()).await?;
+        let actor = Actor {
+            tenant_id: user.tenant_id,
+            user_id: Some(user.id),
+            name: Some(&user.display_name()),
+            email: Some(&user.email),
+            meta,
+        };
+        audit::record(&mut tx, &actor, AuditEntry::new("LOGIN", "user", user.id).title(&user.email)).await?;
+        let user = users::get(&mut tx, user.tenant_id, user.id).await?;
+        tx.commit().await?;
+        Ok(LoginResponse {
+            tokens: Some(tokens),
+            user: Some(user.into_proto()),
+        })
+    }
+
+    async fn refresh(&self, req: &RefreshRequest) -> Result<RefreshResponse, ApiError> {
+        let tenant_id = refresh_token_tenant(&req.refresh_token).ok_or(ApiError::Unauthenticated(BAD_REFRESH))?;
+        let mut tx = self.db.tenant_tx(tenant_id).await?;
+        let row: Option<(Uuid, Uuid, Uuid, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
+            sqlx::query_as(
+                "SELECT id, user_id, family_id, expires_at, used_at, revoked_at FROM core.refresh_tokens \
+                 WHERE tenant_id = $1 AND token_hash = $2 FOR UPDATE",
+            )
+            .bind(tenant_id)
+            .bind(token_hash(&req.refresh_token))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((id, user_id, family, expires_at, used_at, revoked_at)) = row else {
+            return Err(ApiError::Unauthenticated(BAD_REFRESH));
+        };
+        if revoked_at.is_some() || expires_at <= Utc::now() {
+            return Err(ApiError::Unauthenticated(BAD_REFRESH));
+        }
+        if used_at.is_some() {
+            // A rotated token came back: it was stolen, or the client is
+            // confused. Either way the whole session ends.
+            sqlx::query(
+                "UPDATE core.refresh_tokens SET revoked_at = now() \
+                 WHERE tenant_id = $1 AND family_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(tenant_id)
+            .bind(family)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            tracing::warn!(%tenant_id, %user_id, "refresh token reuse: session revoked");
+            return Err(ApiError::Unauthenticated("refresh token reuse detected; the session is revoked"));
+        }
+        let user = users::find_by_id(&mut tx, tenant_id, user_id).await?;
+        let tenant_ok = tenant_open(Self::tenant_status(&mut tx, tenant_id).await?.as_deref());
+        let Some(user) = user.filter(|u| u.active() && tenant_ok) else {
+            return Err(ApiError::Unauthenticated(BAD_REFRESH));
+        };
+        sqlx::query("UPDATE core.refresh_tokens SET used_at = now() WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let tokens = self.issue_tokens(&mut tx, &user, family).await?;
+        tx.commit().await?;
+        Ok(RefreshResponse { tokens: Some(tokens) })
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for Svc {
+    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        let meta = request.meta();
+        Ok(Response::new(Svc::login(self, request.get_ref(), &meta).await?))
+    }
+
+    async fn refresh(&self, request: Request<RefreshRequest>) -> Result<Response<RefreshResponse>, Status> {
+        Ok(Response::new(Svc::refresh(self, request.get_ref()).await?))
+    }
+
+    async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
+        let ctx = request.tenant()?;
+        let token = &request.get_ref().refresh_token;
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let revoked = if token.is_empty() {
+            revoke_sessions(&mut tx, ctx.tenant_id, ctx.user_id).await?
+        } else {
+            // Only a session of the caller; anything else is not found.
+            sqlx::query(
+                "UPDATE core.refresh_tokens SET revoked_at = now() \
+                 WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL AND family_id = ( \
+                     SELECT family_id FROM core.refresh_tokens \
+                     WHERE tenant_id = $1 AND user_id = $2 AND token_hash = $3)",
+            )
+            .bind(ctx.tenant_id)
+            .bind(ctx.user_id)
+            .bind(token_hash(token))
+            .execute(&mut *tx)
+            .await
+            .map_err(ApiError::from)?
+            .rows_affected()
+        };
+        audit::record(
+            &mut tx,
+            &Actor::from(ctx),
+            AuditEntry::new("LOGOUT", "user", ctx.user_id)
+                .title(&ctx.email)
+                .description(format!("{revoked} session token(s) revoked")),
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(LogoutResponse {
+            revoked_sessions: i32::try_from(revoked).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<ChangePasswordRequest>,
+    ) -> Result<Response<ChangePasswordResponse>, Status> {
+        let ctx = request.tenant()?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        if req.current_password.is_empty() {
+            v.add("current_password", "is required");
+        }
+        check_new_password(&mut v, "new_password", &req.new_password, &ctx.email);
+        if req.new_password == req.current_password {
+            v.add("new_password", "must differ from the current password");
+        }
+        v.finish()?;
+        let throttle_key = LoginThrottle::key(&ctx.tenant_id.to_string(), &ctx.email);
+        if self.throttle.locked_for(&throttle_key).is_some() {
+            return Err(ApiError::ResourceExhausted("too many wrong passwords; retry later".into()).into());
+        }
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let user = users::get(&mut tx, ctx.tenant_id, ctx.user_id).await?;
+        let ok = self
+            .passwords
+            .verify(req.current_password.clone(), Some(user.password_hash.clone()))
+            .await?;
+        if !ok {
+            self.throttle.record_failure(&throttle_key);
+            return Err(ApiError::field("current_password", "is not the current password").into());
+        }
+        self.throttle.record_success(&throttle_key);
+        let hash = self.passwords.hash(req.new_password.clone()).await?;
+        sqlx::query("UPDATE core.users SET password_hash = $3, updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2")
+            .bind(ctx.tenant_id)
+            .bind(ctx.user_id)
+            .bind(hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(ApiError::from)?;
+        let revoked = revoke_sessions(&mut tx, ctx.tenant_id, ctx.user_id).await?;
+        audit::record(
+            &mut tx,
+            &Actor::from(ctx),
+            AuditEntry::new("PASSWORD_CHANGED", "user", ctx.user_id)
+                .title(&ctx.email)
+                .description(format!("{revoked} session token(s) revoked")),
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(ChangePasswordResponse {
+            revoked_sessions: i32::try_from(revoked).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn get_current_user(&self, request: Request<GetCurrentUserRequest>) -> Result<Response<User>, Status> {
+        let ctx = request.tenant()?;
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let user = users::find_by_id(&mut tx, ctx.tenant_id, ctx.user_id).await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        // A deactivated user's token still verifies until it expires; here,
+        // at the source, they are refused at once.
+        let user = user
+            .filter(UserRow::active)
+            .ok_or(ApiError::Unauthenticated("user is deactivated"))?;
+        Ok(Response::new(user.into_proto()))
+    }
+
+    async fn get_public_keys(
+        &self,
+        _request: Request<GetPublicKeysRequest>,
+    ) -> Result<Response<GetPublicKeysResponse>, Status> {
+        let settings = self.config.signer.settings();
+        Ok(Response::new(GetPublicKeysResponse {
+            keys: self
+                .config
+                .public_keys
+                .iter()
+                .map(|k| PublicKey {
+                    kid: k.kid(),
+                    kty: "OKP".into(),
+                    crv: "Ed25519".into(),
+                    alg: "EdDSA".into(),
+                    x: k.x(),
+                    key_use: "sig".into(),
+                    pem: k.to_pem(),
+                })
+                .collect(),
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+        }))
+    }
+}

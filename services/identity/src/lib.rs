@@ -1,0 +1,146 @@
+//! The identity service (`codeops.identity.v1`): tenants, users, roles,
+//! permissions, teams, login and tokens, and reads of the audit trail.
+//! It owns those tables and their migrations, and holds the only signing key.
+
+mod audit_logs;
+mod auth;
+mod password;
+pub use password::Hasher;
+mod roles;
+mod teams;
+pub mod tenants;
+mod throttle;
+mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use codeops_platform::Db;
+use codeops_platform::server::ServiceSpec;
+use codeops_proto::identity::audit_service_server::AuditServiceServer;
+use codeops_proto::identity::auth_service_server::AuthServiceServer;
+use codeops_proto::identity::role_service_server::RoleServiceServer;
+use codeops_proto::identity::team_service_server::TeamServiceServer;
+use codeops_proto::identity::tenant_service_server::TenantServiceServer;
+use codeops_proto::identity::user_service_server::UserServiceServer;
+use codeops_tenant::Access::{Authenticated, Operator, Public, Require};
+use codeops_tenant::Permission as P;
+use codeops_tenant::{MethodAccess, PublicKey, TokenSigner};
+use tonic::codec::CompressionEncoding::Gzip;
+use tonic::service::Routes;
+
+/// Identity's migrations (`migrations/identity`), applied first.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("../../migrations/identity");
+    // The three services share one history table; the others' rows are not missing.
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
+pub struct IdentityConfig {
+    pub signer: Arc<TokenSigner>,
+    /// Keys published by GetPublicKeys (the current one first).
+    pub public_keys: Vec<PublicKey>,
+    pub refresh_ttl: Duration,
+    pub bcrypt_cost: u32,
+}
+
+const fn rpc(path: &'static str, access: codeops_tenant::Access) -> MethodAccess {
+    MethodAccess::new(path, access)
+}
+
+/// Who may call each identity method: the permission check lives here, next
+/// to the list of RPCs, not in handler bodies.
+pub const ACCESS: &[MethodAccess] = &[
+    rpc("/codeops.identity.v1.AuthService/Login", Public),
+    rpc("/codeops.identity.v1.AuthService/Refresh", Public),
+    rpc("/codeops.identity.v1.AuthService/GetPublicKeys", Public),
+    rpc("/codeops.identity.v1.AuthService/Logout", Authenticated),
+    rpc("/codeops.identity.v1.AuthService/ChangePassword", Authenticated),
+    rpc("/codeops.identity.v1.AuthService/GetCurrentUser", Authenticated),
+    rpc("/codeops.identity.v1.TenantService/GetTenant", Require(P::TenantRead)),
+    rpc("/codeops.identity.v1.TenantService/UpdateTenant", Require(P::TenantManage)),
+    rpc("/codeops.identity.v1.TenantService/CreateTenant", Operator),
+    rpc("/codeops.identity.v1.TenantService/SuspendTenant", Operator),
+    rpc("/codeops.identity.v1.TenantService/ReactivateTenant", Operator),
+    rpc("/codeops.identity.v1.TenantService/CancelTenant", Operator),
+    rpc("/codeops.identity.v1.UserService/CreateUser", Require(P::UserManage)),
+    rpc("/codeops.identity.v1.UserService/GetUser", Require(P::UserRead)),
+    rpc("/codeops.identity.v1.UserService/ListUsers", Require(P::UserRead)),
+    rpc("/codeops.identity.v1.UserService/UpdateUser", Require(P::UserManage)),
+    rpc("/codeops.identity.v1.UserService/DeactivateUser", Require(P::UserManage)),
+    rpc("/codeops.identity.v1.UserService/AssignRole", Require(P::UserManage)),
+    rpc("/codeops.identity.v1.RoleService/ListRoles", Require(P::RoleRead)),
+    rpc("/codeops.identity.v1.RoleService/GetRole", Require(P::RoleRead)),
+    rpc("/codeops.identity.v1.RoleService/CreateRole", Require(P::RoleManage)),
+    rpc("/codeops.identity.v1.RoleService/UpdateRole", Require(P::RoleManage)),
+    rpc("/codeops.identity.v1.RoleService/DeleteRole", Require(P::RoleManage)),
+    rpc("/codeops.identity.v1.RoleService/ListPermissions", Require(P::RoleRead)),
+    rpc("/codeops.identity.v1.RoleService/SetRolePermissions", Require(P::RoleManage)),
+    rpc("/codeops.identity.v1.TeamService/CreateTeam", Require(P::TeamManage)),
+    rpc("/codeops.identity.v1.TeamService/GetTeam", Require(P::TeamRead)),
+    rpc("/codeops.identity.v1.TeamService/ListTeams", Require(P::TeamRead)),
+    rpc("/codeops.identity.v1.TeamService/UpdateTeam", Require(P::TeamManage)),
+    rpc("/codeops.identity.v1.TeamService/DeleteTeam", Require(P::TeamManage)),
+    rpc("/codeops.identity.v1.TeamService/AddTeamMember", Require(P::TeamManage)),
+    rpc("/codeops.identity.v1.TeamService/RemoveTeamMember", Require(P::TeamManage)),
+    rpc("/codeops.identity.v1.TeamService/ListTeamMembers", Require(P::TeamRead)),
+    rpc("/codeops.identity.v1.AuditService/ListAuditLogs", Require(P::AuditRead)),
+];
+
+pub const GRPC_SERVICES: &[&str] = &[
+    "codeops.identity.v1.AuthService",
+    "codeops.identity.v1.TenantService",
+    "codeops.identity.v1.UserService",
+    "codeops.identity.v1.RoleService",
+    "codeops.identity.v1.TeamService",
+    "codeops.identity.v1.AuditService",
+];
+
+/// State the identity handlers share.
+pub(crate) struct Identity {
+    pub db: Db,
+    pub config: IdentityConfig,
+    pub passwords: password::Hasher,
+    pub throttle: throttle::LoginThrottle,
+}
+
+/// The handle every identity gRPC service is implemented on.
+#[derive(Clone)]
+pub(crate) struct Svc(Arc<Identity>);
+
+impl std::ops::Deref for Svc {
+    type Target = Identity;
+
+    fn deref(&self) -> &Identity {
+        &self.0
+    }
+}
+
+macro_rules! compressed {
+    ($server:ident, $svc:expr) => {
+        $server::new($svc.clone()).accept_compressed(Gzip).send_compressed(Gzip)
+    };
+}
+
+pub fn spec(db: Db, config: IdentityConfig) -> ServiceSpec {
+    let passwords = password::Hasher::new(config.bcrypt_cost);
+    let svc = Svc(Arc::new(Identity {
+        db,
+        config,
+        passwords,
+        throttle: throttle::LoginThrottle::default(),
+    }));
+    let routes = Routes::new(compressed!(AuthServiceServer, svc))
+        .add_service(compressed!(TenantServiceServer, svc))
+        .add_service(compressed!(UserServiceServer, svc))
+        .add_service(compressed!(RoleServiceServer, svc))
+        .add_service(compressed!(TeamServiceServer, svc))
+        .add_service(compressed!(AuditServiceServer, svc));
+    ServiceSpec {
+        name: "identity",
+        grpc_services: GRPC_SERVICES,
+        routes,
+        access: ACCESS,
+    }
+}

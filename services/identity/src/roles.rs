@@ -1,0 +1,387 @@
+//! RoleService: system roles (read-only) and the tenant's custom roles.
+
+use chrono::{DateTime, Utc};
+use codeops_platform::audit::{self, Actor, AuditEntry};
+use codeops_platform::convert::{enum_to_db, etag, opt_timestamp};
+use codeops_platform::validate::{SHORT_TEXT, check_etag};
+use codeops_platform::{ApiError, Cursor, Page, Violations};
+use codeops_proto::identity::role_service_server::RoleService;
+use codeops_proto::identity::{
+    CreateRoleRequest, DeleteRoleRequest, DeleteRoleResponse, GetRoleRequest, ListPermissionsRequest,
+    ListPermissionsResponse, ListRolesRequest, ListRolesResponse, Permission as PermissionProto, Role, RoleCategory,
+    RoleLevel, SetRolePermissionsRequest, UpdateRoleRequest,
+};
+use codeops_tenant::{Permission, PermissionSet, RequestExt};
+use serde_json::json;
+use sqlx::PgConnection;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::Svc;
+use crate::users::ensure_can_grant;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RoleRow {
+    id: Uuid,
+    tenant_id: Option<Uuid>,
+    code: String,
+    name: String,
+    description: Option<String>,
+    category: String,
+    level: String,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+    permissions: Vec<String>,
+}
+
+const ROLE_SELECT: &str = "SELECT r.id, r.tenant_id, r.code, r.name, r.description, r.category, r.level, \
+    r.created_at, r.updated_at, \
+    ARRAY(SELECT p.code::text FROM core.role_permissions rp JOIN core.permissions p ON p.id = rp.permission_id \
+          WHERE rp.role_id = r.id ORDER BY p.code) AS permissions \
+    FROM core.roles r";
+
+impl RoleRow {
+    pub fn permission_set(&self) -> PermissionSet {
+        self.permissions.iter().filter_map(|c| Permission::from_code(c)).collect()
+    }
+
+    fn is_system(&self) -> bool {
+        self.tenant_id.is_none()
+    }
+
+    fn cursor(&self) -> Cursor {
+        Cursor {
+            time: self.created_at.unwrap_or_default(),
+            id: self.id,
+        }
+    }
+
+    fn audit_values(&self) -> serde_json::Value {
+        json!({
+            "code": self.code, "name": self.name, "description": self.description,
+            "category": self.category, "level": self.level, "permissions": self.permissions,
+        })
+    }
+
+    fn into_proto(self) -> Role {
+        Role {
+            id: self.id.to_string(),
+            is_system_role: self.is_system(),
+            code: self.code,
+            name: self.name,
+            description: self.description.unwrap_or_default(),
+            category: RoleCategory::from_str_name(&format!("ROLE_CATEGORY_{}", self.category)).unwrap_or_default()
+                as i32,
+            level: RoleLevel::from_str_name(&format!("ROLE_LEVEL_{}", self.level)).unwrap_or_default() as i32,
+            permissions: self.permissions,
+            create_time: opt_timestamp(self.created_at),
+            update_time: opt_timestamp(self.updated_at),
+            etag: etag(self.updated_at),
+        }
+    }
+}
+
+/// A system role or one of the tenant's own roles.
+pub(crate) async fn load_visible_role(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<Option<RoleRow>, ApiError> {
+    Ok(
+        sqlx::query_as(&format!("{ROLE_SELECT} WHERE r.id = $2 AND (r.tenant_id IS NULL OR r.tenant_id = $1)"))
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+async fn get(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<RoleRow, ApiError> {
+    load_visible_role(conn, tenant_id, id).await?.ok_or(ApiError::NotFound("role"))
+}
+
+/// A custom role of the tenant, locked; system roles are read-only.
+async fn get_custom_for_update(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<RoleRow, ApiError> {
+    let role = get(&mut *conn, tenant_id, id).await?;
+    if role.is_system() {
+        return Err(ApiError::FailedPrecondition("system roles are read-only".into()));
+    }
+    sqlx::query("SELECT 1 FROM core.roles WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    get(conn, tenant_id, id).await
+}
+
+fn parse_permission_codes(v: &mut Violations, field: &str, codes: &[String]) -> PermissionSet {
+    let mut set = PermissionSet::default();
+    for (i, code) in codes.iter().enumerate() {
+        match Permission::from_code(code) {
+            Some(p) => set.insert(p),
+            None => v.add(format!("{field}[{i}]"), format!("unknown permission {code:?}")),
+        }
+    }
+    set
+}
+
+async fn replace_permissions(conn: &mut PgConnection, role_id: Uuid, set: PermissionSet) -> Result<(), ApiError> {
+    sqlx::query("DELETE FROM core.role_permissions WHERE role_id = $1")
+        .bind(role_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO core.role_permissions (role_id, permission_id) \
+         SELECT $1, p.id FROM core.permissions p WHERE p.code = ANY($2)",
+    )
+    .bind(role_id)
+    .bind(set.codes())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn role_code(v: &mut Violations, value: &str) -> String {
+    let code = v.required("role.code", value, SHORT_TEXT);
+    if !code.is_empty() && !code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') {
+        v.add("role.code", "must be uppercase letters, digits and underscores");
+    }
+    code
+}
+
+#[tonic::async_trait]
+impl RoleService for Svc {
+    async fn list_roles(&self, request: Request<ListRolesRequest>) -> Result<Response<ListRolesResponse>, Status> {
+        let ctx = request.tenant()?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let page = Page::parse(req.page_size, &req.page_token, "", &mut v);
+        v.finish()?;
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut rows: Vec<RoleRow> = sqlx::query_as(&format!(
+            "{ROLE_SELECT} WHERE (r.tenant_id IS NULL OR r.tenant_id = $1) \
+               AND ($2::timestamptz IS NULL OR (r.created_at, r.id) > ($2, $3)) \
+             ORDER BY r.created_at, r.id LIMIT $4"
+        ))
+        .bind(ctx.tenant_id)
+        .bind(page.after_time())
+        .bind(page.after_id())
+        .bind(page.limit())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
+        tx.commit().await.map_err(ApiError::from)?;
+        let next_page_token = page.finish(&mut rows, RoleRow::cursor);
+        Ok(Response::new(ListRolesResponse {
+            roles: rows.into_iter().map(RoleRow::into_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_role(&self, request: Request<GetRoleRequest>) -> Result<Response<Role>, Status> {
+        let ctx = request.tenant()?;
+        let mut v = Violations::new();
+        let id = v.uuid("id", &request.get_ref().id);
+        v.finish()?;
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let role = get(&mut tx, ctx.tenant_id, id).await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(role.into_proto()))
+    }
+
+    async fn create_role(&self, request: Request<CreateRoleRequest>) -> Result<Response<Role>, Status> {
+        let ctx = request.tenant()?;
+        let role = request.get_ref().role.clone().unwrap_or_default();
+        let mut v = Violations::new();
+        let code = role_code(&mut v, &role.code);
+        let name = v.required("role.name", &role.name, SHORT_TEXT);
+        let description = v.optional("role.description", &role.description, SHORT_TEXT);
+        let category = v.enum_value::<RoleCategory>("role.category", role.category);
+        let level = v.enum_value::<RoleLevel>("role.level", role.level);
+        let permissions = parse_permission_codes(&mut v, "role.permissions", &role.permissions);
+        v.finish()?;
+        ensure_can_grant(ctx, permissions)?;
+        let category = enum_to_db(category.unwrap_or_default().as_str_name(), "ROLE_CATEGORY_").to_owned();
+        let level = enum_to_db(level.unwrap_or_default().as_str_name(), "ROLE_LEVEL_").to_owned();
+
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO core.roles (id, tenant_id, code, name, description, category, level, is_system_role, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, false, now(), now())",
+        )
+        .bind(id)
+        .bind(ctx.tenant_id)
+        .bind(&code)
+        .bind(&name)
+        .bind(&description)
+        .bind(&category)
+        .bind(&level)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
+        replace_permissions(&mut tx, id, permissions).await?;
+        let created = get(&mut tx, ctx.tenant_id, id).await?;
+        audit::record(
+            &mut tx,
+            &Actor::from(ctx),
+            AuditEntry::new("CREATE", "role", id)
+                .title(&created.code)
+                .new_values(created.audit_values()),
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(created.into_proto()))
+    }
+
+    async fn update_role(&self, request: Request<UpdateRoleRequest>) -> Result<Response<Role>, Status> {
+        let ctx = request.tenant()?;
+        let req = request.get_ref();
+        let role = req.role.clone().unwrap_or_default();
+        let mut v = Violations::new();
+        let id = v.uuid("role.id", &role.id);
+        let paths = v.update_mask(req.update_mask.as_ref(), &["name", "description", "category", "level"]);
+        let has = |p: &str| paths.iter().any(|x| x == p);
+        let name = has("name").then(|| v.required("role.name", &role.name, SHORT_TEXT));
+        let description = has("description").then(|| v.optional("role.description", &role.description, SHORT_TEXT));
+        let category = has("category")
+            .then(|| v.enum_value::<RoleCategory>("role.category", role.category))
+            .flatten()
+            .map(|c| enum_to_db(c.as_str_name(), "ROLE_CATEGORY_").to_owned());
+        let level = has("level")
+            .then(|| v.enum_value::<RoleLevel>("role.level", role.level))
+            .flatten()
+            .map(|l| enum_to_db(l.as_str_name(), "ROLE_LEVEL_").to_owned());
+        v.finish()?;
+
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let before = get_custom_for_update(&mut tx, ctx.tenant_id, id).await?;
+        check_etag(&role.etag, &etag(before.updated_at))?;
+        sqlx::query(
+            "UPDATE core.roles SET name = coalesce($3, name), \
+                 description = CASE WHEN $4 THEN $5 ELSE description END, \
+                 category = coalesce($6, category), level = coalesce($7, level), updated_at = clock_timestamp() \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(ctx.tenant_id)
+        .bind(id)
+        .bind(name)
+        .bind(description.is_some())
+        .bind(description.flatten())
+        .bind(category)
+        .bind(level)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
+        let after = get(&mut tx, ctx.tenant_id, id).await?;
+        audit::record(
+            &mut tx,
+            &Actor::from(ctx),
+            AuditEntry::new("UPDATE", "role", id)
+                .title(&after.code)
+                .old(before.audit_values())
+                .new_values(after.audit_values()),
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(after.into_proto()))
+    }
+
+    async fn delete_role(&self, request: Request<DeleteRoleRequest>) -> Result<Response<DeleteRoleResponse>, Status> {
+        let ctx = request.tenant()?;
+        let mut v = Violations::new();
+        let id = v.uuid("id", &request.get_ref().id);
+        v.finish()?;
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let before = get_custom_for_update(&mut tx, ctx.tenant_id, id).await?;
+        let holders: i64 = sqlx::query_scalar("SELECT count(*) FROM core.users WHERE tenant_id = $1 AND role_id = $2")
+            .bind(ctx.tenant_id)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(ApiError::from)?;
+        if holders > 0 {
+            return Err(ApiError::FailedPrecondition(format!("role is held by {holders} user(s)")).into());
+        }
+        sqlx::query("DELETE FROM core.roles WHERE tenant_id = $1 AND id = $2")
+            .bind(ctx.tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(ApiError::from)?;
+        audit::record(
+            &mut tx,
+            &Actor::from(ctx),
+            AuditEntry::new("DELETE", "role", id)
+                .title(&before.code)
+                .old(before.audit_values()),
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(DeleteRoleResponse {}))
+    }
+
+    async fn list_permissions(
+        &self,
+        request: Request<ListPermissionsRequest>,
+    ) -> Result<Response<ListPermissionsResponse>, Status> {
+        let ctx = request.tenant()?;
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let rows: Vec<(Uuid, String, String, Option<String>, String)> =
+            sqlx::query_as("SELECT id, code, name, description, category FROM core.permissions ORDER BY code")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(ApiError::from)?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(ListPermissionsResponse {
+            permissions: rows
+                .into_iter()
+                .map(|(id, code, name, description, category)| PermissionProto {
+                    id: id.to_string(),
+                    code,
+                    name,
+                    description: description.unwrap_or_default(),
+                    category,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn set_role_permissions(
+        &self,
+        request: Request<SetRolePermissionsRequest>,
+    ) -> Result<Response<Role>, Status> {
+        let ctx = request.tenant()?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let id = v.uuid("role_id", &req.role_id);
+        let permissions = parse_permission_codes(&mut v, "permission_codes", &req.permission_codes);
+        v.finish()?;
+        ensure_can_grant(ctx, permissions)?;
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let before = get_custom_for_update(&mut tx, ctx.tenant_id, id).await?;
+        // Removing permissions from a role demotes its holders: the caller
+        // must hold what is taken away too.
+        ensure_can_grant(ctx, before.permission_set())?;
+        replace_permissions(&mut tx, id, permissions).await?;
+        sqlx::query("UPDATE core.roles SET updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2")
+            .bind(ctx.tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(ApiError::from)?;
+        let after = get(&mut tx, ctx.tenant_id, id).await?;
+        audit::record(
+            &mut tx,
+            &Actor::from(ctx),
+            AuditEntry::new("UPDATE", "role", id)
+                .title(&after.code)
+                .description("permissions replaced")
+                .old(json!({"permissions": before.permissions}))
+                .new_values(json!({"permissions": after.permissions})),
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(after.into_proto()))
+    }
+}

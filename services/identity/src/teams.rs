@@ -1,0 +1,466 @@
+//! TeamService: teams of the caller's tenant and their members.
+
+use chrono::{DateTime, Utc};
+use codeops_platform::audit::{self, Actor, AuditEntry};
+use codeops_platform::convert::{enum_to_db, etag, id_string, json_to_struct, opt_timestamp, struct_to_json};
+use codeops_platform::validate::{SHORT_TEXT, check_etag};
+use codeops_platform::{ApiError, Cursor, Page, Violations};
+use codeops_proto::identity::team_service_server::TeamService;
+use codeops_proto::identity::{
+    AddTeamMemberRequest, CreateTeamRequest, DeleteTeamRequest, GetTeamRequest, ListTeamMembersRequest,
+    ListTeamMembersResponse, ListTeamsRequest, ListTeamsResponse, RemoveTeamMemberRequest, RemoveTeamMemberResponse,
+    Team, TeamMember, TeamRole, UpdateTeamRequest,
+};
+use codeops_tenant::RequestExt;
+use serde_json::json;
+use sqlx::PgConnection;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::Svc;
+
+#[derive(sqlx::FromRow)]
+struct TeamRow {
+    id: Uuid,
+    name: String,
+    slug: String,
+    description: Option<String>,
+    icon_url: Option<String>,
+    color: Option<String>,
+    lead_id: Option<Uuid>,
+    is_active: Option<bool>,
+    settings: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+const TEAM_SELECT: &str = "SELECT id, name, slug, description, icon_url, color, lead_id, is_active, settings, \
+    created_at, updated_at FROM core.teams";
+
+impl TeamRow {
+    fn cursor(&self) -> Cursor {
+        Cursor {
+            time: self.created_at.unwrap_or_default(),
+            id: self.id,
+        }
+    }
+
+    fn audit_values(&self) -> serde_json::Value {
+        json!({
+            "name": self.name, "slug": self.slug, "description": self.description, "icon_url": self.icon_url,
+            "color": self.color, "lead_id": self.lead_id, "is_active": self.is_active,
+        })
+    }
+
+    fn into_proto(self) -> Team {
+        Team {
+            id: self.id.to_string(),
+            name: self.name,
+            slug: self.slug,
+            description: self.description.unwrap_or_default(),
+            icon_url: self.icon_url.unwrap_or_default(),
+            color: self.color.unwrap_or_default(),
+            lead_id: id_string(self.lead_id),
+            is_active: self.is_active.unwrap_or(false),
+            settings: self
+                .settings
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                .map(|v| json_to_struct(&v)),
+            create_time: opt_timestamp(self.created_at),
+            update_time: opt_timestamp(self.updated_at),
+            etag: etag(self.updated_at),
+        }
+    }
+}
+
+async fn get(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<TeamRow, ApiError> {
+    sqlx::query_as(&format!("{TEAM_SELECT} WHERE tenant_id = $1 AND id = $2"))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(ApiError::NotFound("team"))
+}
+
+async fn get_for_update(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<TeamRow, ApiError> {
+    sqlx::query_as(&format!("{TEAM_SELECT} WHERE tenant_id = $1 AND id = $2 FOR UPDATE"))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(ApiError::NotFound("team"))
+}
+
+fn color(v: &mut Violations, value: &str) -> Option<String> {
+    let color = v.optional("team.color", value, SHORT_TEXT)?;
+    let valid = color.len() == 7 && color.starts_with('#') && color[1..].bytes().all(|b| b.is_ascii_hexdigit());
+    if !valid {
+        v.add("team.color", "must be #rrggbb");
+    }
+    Some(color)
+}
+
+fn settings(v: &mut Violations, value: Option<&prost_types::Struct>) -> Option<String> {
+    match value.map(struct_to_json).transpose() {
+        Ok(json) => json.map(|j| j.to_string()),
+        Err(e) => {
+            v.add("team.settings", format!("is not valid JSON: {e}"));
+            None
+        }
+    }
+}
+
+/// The slug constraint clash, as the client should see it.
+fn slug_taken(err: sqlx::Error) -> ApiError {
+    match ApiError::from(err) {
+        ApiError::AlreadyExists(_) => ApiError::AlreadyExists("a team with this slug already exists".into()),
+        other => other,
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct MemberRow {
+    id: Uuid,
+    team_id: Uuid,
+    user_id: Uuid,
+    team_role: String,
+    joined_at: Option<DateTime<Utc>>,
+    added_by_id: Option<Uuid>,
+    email: String,
+    first_name: String,
+    last_name: String,
+}
+
+impl MemberRow {
+    fn into_proto(self) -> TeamMember {
+        TeamMember {
+            id: self.id.to_string(),
+            team_id: self.team_id.to_string(),
+            user_id: self.user_id.to_string(),
+            team_role: TeamRole::from_str_name(&format!("TEAM_ROLE_{}", self.team_role)).unwrap_or_default() as i32,
+            join_time: opt_timestamp(self.joined_at),
+            added_by_id: id_string(self.added_by_id),
+            email: self.email,
+            first_name: self.first_name,
+            last_name: self.last_name,
+        }
+    }
+}
+
+const MEMBER_SELECT: &str = "SELECT m.id, m.team_id, m.user_id, m.team_role, m.joined_at, m.added_by_id, \
+    u.email, u.first_name, u.last_name \
+    FROM core.team_members m JOIN core.users u ON u.tenant_id = m.tenant_id AND u.id = m.user_id";
+
+#[tonic::async_trait]
+impl TeamService for Svc {
+    async fn create_team(&self, request: Request<CreateTeamRequest>) -> Result<Response<Team>, Status> {
+        let ctx = request.tenant()?;
+        let team = request.get_ref().team.clone().unwrap_or_default();
+        let mut v = Violations::new();
+        let name = v.required("team.name", &team.name, SHORT_TEXT);
+        let slug = v.slug("team.slug", &team.slug);
+        let description = v.optional("team.description", &team.description, SHORT_TEXT);
+        let icon_url = v.optional_url("team.icon_url", &team.icon_url);
+        let color = color(&mut v, &team.color);
+        let lead_id = v.optional_uuid("team.lead_id", &team.lead_id);
+        let settings = settings(&mut v, team.settings.as_ref());
+        v.finish()?;
+
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO core.teams (id, tenant_id, name, slug, description, icon_url, color, lead_id, is_active, \
+                 settings, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true, $9, now(), now())",
+        )
+        .bind(id)
+        .bind(ctx.tenant_id)
+        .bind(&name)
+        .bind(&slug)
+        .bind(&description)
+        .bind(&icon_url)
+        .bind(&color)
+        .bind(lead_id)
+        .bind(&settings)
+        .execute(&mut *tx)
+        .await
+        .map_err(slug_taken)?;
+        let created = get(&mut tx, ctx.tenant_id, id).await?;
+        audit::record(
+            &mut tx,
+            &Actor::from(ctx),
+            AuditEntry::new("CREATE", "team", id)
+                .title(&created.name)
+                .new_values(created.audit_values()),
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(created.into_proto()))
+    }
+
+    async fn get_team(&self, request: Request<GetTeamRequest>) -> Result<Response<Team>, Status> {
+        let ctx = request.tenant()?;
+        let mut v = Violations::new();
+        let id = v.uuid("id", &request.get_ref().id);
+        v.finish()?;
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let team = get(&mut tx, ctx.tenant_id, id).await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(team.into_proto()))
+    }
+
+    async fn list_teams(&self, request: Request<ListTeamsRequest>) -> Result<Response<ListTeamsResponse>, Status> {
+        let ctx = request.tenant()?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let query = v.optional("query", &req.query, SHORT_TEXT);
+        let filters = format!("{}|{query:?}", req.include_archived);
+        let page = Page::parse(req.page_size, &req.page_token, &filters, &mut v);
+        v.finish()?;
+        let pattern = query.map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut rows: Vec<TeamRow> = sqlx::query_as(&format!(
+            "{TEAM_SELECT} WHERE tenant_id = $1 \
+               AND ($2 OR coalesce(is_active, false)) \
+               AND ($3::text IS NULL OR name ILIKE $3 OR slug ILIKE $3) \
+               AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5)) \
+             ORDER BY created_at, id LIMIT $6"
+        ))
+        .bind(ctx.tenant_id)
+        .bind(req.include_archived)
+        .bind(pattern)
+        .bind(page.after_time())
+        .bind(page.after_id())
+        .bind(page.limit())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
+        tx.commit().await.map_err(ApiError::from)?;
+        let next_page_token = page.finish(&mut rows, TeamRow::cursor);
+        Ok(Response::new(ListTeamsResponse {
+            teams: rows.into_iter().map(TeamRow::into_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_team(&self, request: Request<UpdateTeamRequest>) -> Result<Response<Team>, Status> {
+        let ctx = request.tenant()?;
+        let req = request.get_ref();
+        let team = req.team.clone().unwrap_or_default();
+        let mut v = Violations::new();
+        let id = v.uuid("team.id", &team.id);
+        let paths = v.update_mask(
+            req.update_mask.as_ref(),
+            &["name", "slug", "description", "icon_url", "color", "lead_id", "settings"],
+        );
+        let has = |p: &str| paths.iter().any(|x| x == p);
+        let name = has("name").then(|| v.required("team.name", &team.name, SHORT_TEXT));
+        let slug = has("slug").then(|| v.slug("team.slug", &team.slug));
+        let description = has("description").then(|| v.optional("team.description", &team.description, SHORT_TEXT));
+        let icon_url = has("icon_url").then(|| v.optional_url("team.icon_url", &team.icon_url));
+        let color = has("color").then(|| color(&mut v, &team.color));
+        let lead_id = has("lead_id").then(|| v.optional_uuid("team.lead_id", &team.lead_id));
+        let settings = has("settings").then(|| settings(&mut v, team.settings.as_ref()));
+        v.finish()?;
+
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let before = get_for_update(&mut tx, ctx.tenant_id, id).await?;
+        check_etag(&team.etag, &etag(before.updated_at))?;
+        sqlx::query(
+            "UPDATE core.teams SET name = coalesce($3, name), slug = coalesce($4, slug), \
+                 description = CASE WHEN $5 THEN $6 ELSE description END, \
+                 icon_url = CASE WHEN $7 THEN $8 ELSE icon_url END, \
+                 color = CASE WHEN $9 THEN $10 ELSE color END, \
+                 lead_id = CASE WHEN $11 THEN $12 ELSE lead_id END, \
+                 settings = CASE WHEN $13 THEN $14 ELSE settings END, \
+                 updated_at = clock_timestamp() \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(ctx.tenant_id)
+        .bind(id)
+        .bind(name)
+        .bind(slug)
+        .bind(description.is_some())
+        .bind(description.flatten())
+        .bind(icon_url.is_some())
+        .bind(icon_url.flatten())
+        .bind(color.is_some())
+        .bind(color.flatten())
+        .bind(lead_id.is_some())
+        .bind(lead_id.flatten())
+        .bind(settings.is_some())
+        .bind(settings.flatten())
+        .execute(&mut *tx)
+        .await
+        .map_err(slug_taken)?;
+        let after = get(&mut tx, ctx.tenant_id, id).await?;
+        audit::record(
+            &mut tx,
+            &Actor::from(ctx),
+            AuditEntry::new("UPDATE", "team", id)
+                .title(&after.name)
+                .old(before.audit_values())
+                .new_values(after.audit_values()),
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(after.into_proto()))
+    }
+
+    async fn delete_team(&self, request: Request<DeleteTeamRequest>) -> Result<Response<Team>, Status> {
+        let ctx = request.tenant()?;
+        let mut v = Violations::new();
+        let id = v.uuid("id", &request.get_ref().id);
+        v.finish()?;
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let before = get_for_update(&mut tx, ctx.tenant_id, id).await?;
+        if before.is_active == Some(false) {
+            return Err(ApiError::FailedPrecondition("team is already archived".into()).into());
+        }
+        sqlx::query("UPDATE core.teams SET is_active = false, updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2")
+            .bind(ctx.tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(ApiError::from)?;
+        let after = get(&mut tx, ctx.tenant_id, id).await?;
+        audit::record(
+            &mut tx,
+            &Actor::from(ctx),
+            AuditEntry::new("DELETE", "team", id)
+                .title(&after.name)
+                .description("archived")
+                .old(json!({"is_active": true}))
+                .new_values(json!({"is_active": false})),
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(after.into_proto()))
+    }
+
+    async fn add_team_member(&self, request: Request<AddTeamMemberRequest>) -> Result<Response<TeamMember>, Status> {
+        let ctx = request.tenant()?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let team_id = v.uuid("team_id", &req.team_id);
+        let user_id = v.uuid("user_id", &req.user_id);
+        let role = if req.team_role == 0 {
+            Some(TeamRole::Member)
+        } else {
+            v.enum_value::<TeamRole>("team_role", req.team_role)
+        };
+        v.finish()?;
+        let role = enum_to_db(role.unwrap_or(TeamRole::Member).as_str_name(), "TEAM_ROLE_").to_owned();
+
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let team = get_for_update(&mut tx, ctx.tenant_id, team_id).await?;
+        if team.is_active == Some(false) {
+            return Err(ApiError::FailedPrecondition("team is archived".into()).into());
+        }
+        let user = crate::users::get(&mut tx, ctx.tenant_id, user_id).await?;
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO core.team_members (id, tenant_id, team_id, user_id, team_role, joined_at, added_by_id) \
+             VALUES ($1, $2, $3, $4, $5, now(), $6)",
+        )
+        .bind(id)
+        .bind(ctx.tenant_id)
+        .bind(team_id)
+        .bind(user_id)
+        .bind(&role)
+        .bind(ctx.user_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            ApiError::AlreadyExists(_) => ApiError::AlreadyExists("the user is already a member of this team".into()),
+            other => other,
+        })?;
+        let member: MemberRow = sqlx::query_as(&format!("{MEMBER_SELECT} WHERE m.tenant_id = $1 AND m.id = $2"))
+            .bind(ctx.tenant_id)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(ApiError::from)?;
+        audit::record(
+            &mut tx,
+            &Actor::from(ctx),
+            AuditEntry::new("TEAM_MEMBER_ADDED", "team", team_id)
+                .title(&team.name)
+                .description(format!("{} added as {role}", user.email))
+                .new_values(json!({"user_id": user_id, "team_role": role})),
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(member.into_proto()))
+    }
+
+    async fn remove_team_member(
+        &self,
+        request: Request<RemoveTeamMemberRequest>,
+    ) -> Result<Response<RemoveTeamMemberResponse>, Status> {
+        let ctx = request.tenant()?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let team_id = v.uuid("team_id", &req.team_id);
+        let user_id = v.uuid("user_id", &req.user_id);
+        v.finish()?;
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let team = get_for_update(&mut tx, ctx.tenant_id, team_id).await?;
+        let removed: Option<String> = sqlx::query_scalar(
+            "DELETE FROM core.team_members WHERE tenant_id = $1 AND team_id = $2 AND user_id = $3 RETURNING team_role",
+        )
+        .bind(ctx.tenant_id)
+        .bind(team_id)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
+        let role = removed.ok_or(ApiError::NotFound("team member"))?;
+        audit::record(
+            &mut tx,
+            &Actor::from(ctx),
+            AuditEntry::new("TEAM_MEMBER_REMOVED", "team", team_id)
+                .title(&team.name)
+                .old(json!({"user_id": user_id, "team_role": role})),
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(RemoveTeamMemberResponse {}))
+    }
+
+    async fn list_team_members(
+        &self,
+        request: Request<ListTeamMembersRequest>,
+    ) -> Result<Response<ListTeamMembersResponse>, Status> {
+        let ctx = request.tenant()?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let team_id = v.uuid("team_id", &req.team_id);
+        let page = Page::parse(req.page_size, &req.page_token, &req.team_id, &mut v);
+        v.finish()?;
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        get(&mut tx, ctx.tenant_id, team_id).await?;
+        let mut rows: Vec<MemberRow> = sqlx::query_as(&format!(
+            "{MEMBER_SELECT} WHERE m.tenant_id = $1 AND m.team_id = $2 \
+               AND ($3::timestamptz IS NULL OR (m.joined_at, m.id) > ($3, $4)) \
+             ORDER BY m.joined_at, m.id LIMIT $5"
+        ))
+        .bind(ctx.tenant_id)
+        .bind(team_id)
+        .bind(page.after_time())
+        .bind(page.after_id())
+        .bind(page.limit())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
+        tx.commit().await.map_err(ApiError::from)?;
+        let next_page_token = page.finish(&mut rows, |m| Cursor {
+            time: m.joined_at.unwrap_or_default(),
+            id: m.id,
+        });
+        Ok(Response::new(ListTeamMembersResponse {
+            members: rows.into_iter().map(MemberRow::into_proto).collect(),
+            next_page_token,
+        }))
+    }
+}

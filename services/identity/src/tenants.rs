@@ -1,0 +1,437 @@
+//! TenantService: the caller's own tenant, and tenant administration for
+//! operators (creation, suspension, reactivation, cancellation). Tenant
+//! creation is shared with `codeops tenant create`.
+
+use chrono::{DateTime, Utc};
+use codeops_platform::audit::{self, Actor, AuditEntry};
+use codeops_platform::convert::{etag, json_to_struct, opt_timestamp, struct_to_json};
+use codeops_platform::validate::{SHORT_TEXT, check_etag};
+use codeops_platform::{ApiError, Db, Tx, Violations};
+use codeops_proto::identity::tenant_service_server::TenantService;
+use codeops_proto::identity::{
+    CancelTenantRequest, CreateTenantRequest, CreateTenantResponse, GetTenantRequest, ReactivateTenantRequest,
+    SlaDefaults, SuspendTenantRequest, Tenant, TenantSettings, TenantStatus, UpdateTenantRequest,
+};
+use codeops_tenant::{OperatorContext, RequestExt, RequestMeta};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::Svc;
+use crate::password::{Hasher, check_new_password};
+use crate::users;
+
+/// The system OWNER role (migration 10002).
+const OWNER_ROLE_ID: Uuid = Uuid::from_u128(0x00000000_0000_4000_8002_000000000001);
+/// Decision SLA defaults when a tenant sets none (product.md).
+const DEFAULT_SLA: SlaDefaults = SlaDefaults {
+    blocking_hours: 24,
+    high_hours: 72,
+    normal_hours: 168,
+    low_hours: 336,
+};
+const MAX_SLA_HOURS: i32 = 24 * 365;
+
+#[derive(sqlx::FromRow)]
+struct TenantRow {
+    id: Uuid,
+    name: String,
+    slug: String,
+    logo_url: Option<String>,
+    settings: Option<String>,
+    status: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+impl TenantRow {
+    fn settings_json(&self) -> Value {
+        self.settings
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_else(|| json!({}))
+    }
+
+    fn audit_values(&self) -> Value {
+        json!({
+            "name": self.name, "slug": self.slug, "logo_url": self.logo_url,
+            "settings": self.settings_json(), "status": self.status,
+        })
+    }
+
+    fn into_proto(self) -> Tenant {
+        let settings = self.settings_json();
+        let sla = &settings["sla_defaults"];
+        let hours = |key: &str, default: i32| sla[key].as_i64().map(|h| h as i32).unwrap_or(default);
+        Tenant {
+            id: self.id.to_string(),
+            settings: Some(TenantSettings {
+                sla_defaults: Some(SlaDefaults {
+                    blocking_hours: hours("blocking_hours", DEFAULT_SLA.blocking_hours),
+                    high_hours: hours("high_hours", DEFAULT_SLA.high_hours),
+                    normal_hours: hours("normal_hours", DEFAULT_SLA.normal_hours),
+                    low_hours: hours("low_hours", DEFAULT_SLA.low_hours),
+                }),
+                timezone: settings["timezone"].as_str().unwrap_or("UTC").to_owned(),
+                custom: settings.get("custom").map(json_to_struct),
+            }),
+            status: TenantStatus::from_str_name(&format!("TENANT_STATUS_{}", self.status.as_deref().unwrap_or("ACTIVE")))
+                .unwrap_or_default() as i32,
+            name: self.name,
+            slug: self.slug,
+            logo_url: self.logo_url.unwrap_or_default(),
+            create_time: opt_timestamp(self.created_at),
+            update_time: opt_timestamp(self.updated_at),
+            etag: etag(self.updated_at),
+        }
+    }
+}
+
+const TENANT_SELECT: &str =
+    "SELECT id, name, slug, logo_url, settings, status, created_at, updated_at FROM core.tenants";
+
+async fn get(conn: &mut PgConnection, id: Uuid) -> Result<TenantRow, ApiError> {
+    sqlx::query_as(&format!("{TENANT_SELECT} WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(ApiError::NotFound("tenant"))
+}
+
+async fn get_for_update(conn: &mut PgConnection, id: Uuid) -> Result<TenantRow, ApiError> {
+    sqlx::query_as(&format!("{TENANT_SELECT} WHERE id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(ApiError::NotFound("tenant"))
+}
+
+fn check_sla(v: &mut Violations, field: &str, hours: i32) {
+    if !(1..=MAX_SLA_HOURS).contains(&hours) {
+        v.add(field, format!("must be between 1 and {MAX_SLA_HOURS} hours"));
+    }
+}
+
+/// Validates settings and merges the masked parts into the stored JSON.
+fn merge_settings(v: &mut Violations, stored: Value, given: &TenantSettings, paths: &[String]) -> Value {
+    let mut merged = match stored {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    let whole = paths.iter().any(|p| p == "settings");
+    let has = |p: &str| whole || paths.iter().any(|x| x == p);
+    if has("settings.sla_defaults") {
+        let sla = given.sla_defaults.unwrap_or(DEFAULT_SLA);
+        check_sla(v, "tenant.settings.sla_defaults.blocking_hours", sla.blocking_hours);
+        check_sla(v, "tenant.settings.sla_defaults.high_hours", sla.high_hours);
+        check_sla(v, "tenant.settings.sla_defaults.normal_hours", sla.normal_hours);
+        check_sla(v, "tenant.settings.sla_defaults.low_hours", sla.low_hours);
+        merged.insert(
+            "sla_defaults".into(),
+            json!({
+                "blocking_hours": sla.blocking_hours, "high_hours": sla.high_hours,
+                "normal_hours": sla.normal_hours, "low_hours": sla.low_hours,
+            }),
+        );
+    }
+    if has("settings.timezone") {
+        let tz = given.timezone.trim();
+        let valid = tz.is_empty()
+            || (tz.len() <= 64 && tz.chars().all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c)));
+        if !valid {
+            v.add("tenant.settings.timezone", "must be an IANA time zone name");
+        }
+        merged.insert("timezone".into(), json!(if tz.is_empty() { "UTC" } else { tz }));
+    }
+    if has("settings.custom") {
+        match given.custom.as_ref().map(struct_to_json).transpose() {
+            Ok(Some(custom)) => {
+                merged.insert("custom".into(), custom);
+            }
+            Ok(None) => {
+                merged.remove("custom");
+            }
+            Err(e) => v.add("tenant.settings.custom", format!("is not valid JSON: {e}")),
+        }
+    }
+    Value::Object(merged)
+}
+
+/// Input of tenant creation (RPC and CLI).
+pub struct NewTenant {
+    pub name: String,
+    pub slug: String,
+    pub logo_url: String,
+    pub owner_email: String,
+    pub owner_first_name: String,
+    pub owner_last_name: String,
+    /// Empty: a random one is generated and returned once.
+    pub owner_password: String,
+}
+
+pub struct CreatedTenant {
+    pub tenant_id: Uuid,
+    pub slug: String,
+    pub owner_id: Uuid,
+    pub owner_email: String,
+    pub generated_password: Option<String>,
+}
+
+fn generate_password() -> Result<String, ApiError> {
+    use base64::Engine;
+    let mut bytes = [0u8; 18];
+    getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Creates a tenant and its first OWNER in one transaction, audited.
+pub async fn create_tenant(db: &Db, input: NewTenant, hasher: &Hasher, meta: &RequestMeta) -> Result<CreatedTenant, ApiError> {
+    let mut v = Violations::new();
+    let name = v.required("tenant.name", &input.name, SHORT_TEXT);
+    let slug = v.slug("tenant.slug", &input.slug);
+    let logo_url = v.optional_url("tenant.logo_url", &input.logo_url);
+    let email = v.email("owner_email", &input.owner_email);
+    let first_name = v.required("owner_first_name", &input.owner_first_name, SHORT_TEXT);
+    let last_name = v.required("owner_last_name", &input.owner_last_name, SHORT_TEXT);
+    let generated = input.owner_password.is_empty();
+    let password = if generated {
+        generate_password()?
+    } else {
+        input.owner_password
+    };
+    check_new_password(&mut v, "owner_password", &password, &email);
+    v.finish()?;
+    let hash = hasher.hash(password.clone()).await?;
+
+    let tenant_id = Uuid::now_v7();
+    let owner_id = Uuid::now_v7();
+    // The new tenant's id is the transaction's tenant, so row-level
+    // security lets these inserts through and nothing else.
+    let mut tx = db.tenant_tx(tenant_id).await?;
+    sqlx::query(
+        "INSERT INTO core.tenants (id, name, slug, logo_url, settings, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'ACTIVE', now(), now())",
+    )
+    .bind(tenant_id)
+    .bind(&name)
+    .bind(&slug)
+    .bind(&logo_url)
+    .bind(json!({"sla_defaults": {"blocking_hours": 24, "high_hours": 72, "normal_hours": 168, "low_hours": 336}, "timezone": "UTC"}).to_string())
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| match ApiError::from(e) {
+        ApiError::AlreadyExists(_) => ApiError::AlreadyExists("a tenant with this name or slug already exists".into()),
+        other => other,
+    })?;
+    sqlx::query(
+        "INSERT INTO core.users (id, tenant_id, email, password_hash, first_name, last_name, role_id, is_active, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, true, now(), now())",
+    )
+    .bind(owner_id)
+    .bind(tenant_id)
+    .bind(&email)
+    .bind(&hash)
+    .bind(&first_name)
+    .bind(&last_name)
+    .bind(OWNER_ROLE_ID)
+    .execute(&mut *tx)
+    .await?;
+    let actor = Actor {
+        tenant_id,
+        user_id: None,
+        name: Some("operator"),
+        email: None,
+        meta,
+    };
+    let tenant = get(&mut tx, tenant_id).await?;
+    audit::record(&mut tx, &actor, AuditEntry::new("CREATE", "tenant", tenant_id).title(&name).new_values(tenant.audit_values())).await?;
+    let owner = users::get(&mut tx, tenant_id, owner_id).await?;
+    audit::record(&mut tx, &actor, AuditEntry::new("USER_CREATED", "user", owner_id).title(&email).new_values(owner.audit_values())).await?;
+    tx.commit().await?;
+    Ok(CreatedTenant {
+        tenant_id,
+        slug,
+        owner_id,
+        owner_email: email,
+        generated_password: generated.then_some(password),
+    })
+}
+
+impl Svc {
+    /// Moves a tenant to `to` if allowed from its current status.
+    async fn change_status(
+        &self,
+        operator: &OperatorContext,
+        id: &str,
+        to: &'static str,
+        allowed_from: &[&str],
+        reason: &str,
+    ) -> Result<Tenant, ApiError> {
+        let mut v = Violations::new();
+        let id = v.uuid("id", id);
+        let reason = v.optional("reason", reason, SHORT_TEXT);
+        v.finish()?;
+        let mut tx: Tx = self.db.tenant_tx(id).await?;
+        let before = get_for_update(&mut tx, id).await?;
+        let from = before.status.clone().unwrap_or_else(|| "ACTIVE".into());
+        if !allowed_from.contains(&from.as_str()) {
+            return Err(ApiError::FailedPrecondition(format!("a {from} tenant cannot become {to}")));
+        }
+        sqlx::query("UPDATE core.tenants SET status = $2, updated_at = clock_timestamp() WHERE id = $1")
+            .bind(id)
+            .bind(to)
+            .execute(&mut *tx)
+            .await?;
+        if to != "ACTIVE" {
+            // Suspended and cancelled tenants lose every session at once.
+            sqlx::query("UPDATE core.refresh_tokens SET revoked_at = now() WHERE tenant_id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let after = get(&mut tx, id).await?;
+        let actor = Actor {
+            tenant_id: id,
+            user_id: None,
+            name: Some("operator"),
+            email: None,
+            meta: &operator.meta,
+        };
+        let mut entry = AuditEntry::new("STATUS_CHANGE", "tenant", id)
+            .title(&after.name)
+            .old(json!({"status": from}))
+            .new_values(json!({"status": to}));
+        if let Some(reason) = reason {
+            entry = entry.description(reason);
+        }
+        audit::record(&mut tx, &actor, entry).await?;
+        tx.commit().await?;
+        Ok(after.into_proto())
+    }
+}
+
+#[tonic::async_trait]
+impl TenantService for Svc {
+    async fn get_tenant(&self, request: Request<GetTenantRequest>) -> Result<Response<Tenant>, Status> {
+        let ctx = request.tenant()?;
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let tenant = get(&mut tx, ctx.tenant_id).await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(tenant.into_proto()))
+    }
+
+    async fn update_tenant(&self, request: Request<UpdateTenantRequest>) -> Result<Response<Tenant>, Status> {
+        let ctx = request.tenant()?;
+        let req = request.get_ref();
+        let given = req.tenant.clone().unwrap_or_default();
+        let mut v = Violations::new();
+        if !given.id.is_empty() && given.id != ctx.tenant_id.to_string() {
+            // Another tenant's id: not found, never a hint that it exists.
+            return Err(ApiError::NotFound("tenant").into());
+        }
+        let paths = v.update_mask(
+            req.update_mask.as_ref(),
+            &["name", "logo_url", "settings", "settings.sla_defaults", "settings.timezone", "settings.custom"],
+        );
+        let has = |p: &str| paths.iter().any(|x| x == p);
+        let name = has("name").then(|| v.required("tenant.name", &given.name, SHORT_TEXT));
+        let logo_url = has("logo_url").then(|| v.optional_url("tenant.logo_url", &given.logo_url));
+        let touches_settings = paths.iter().any(|p| p.starts_with("settings"));
+
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let before = get_for_update(&mut tx, ctx.tenant_id).await?;
+        let settings = touches_settings
+            .then(|| merge_settings(&mut v, before.settings_json(), &given.settings.clone().unwrap_or_default(), &paths));
+        v.finish()?;
+        check_etag(&given.etag, &etag(before.updated_at))?;
+        sqlx::query(
+            "UPDATE core.tenants SET name = coalesce($2, name), \
+                 logo_url = CASE WHEN $3 THEN $4 ELSE logo_url END, \
+                 settings = coalesce($5, settings), updated_at = clock_timestamp() \
+             WHERE id = $1",
+        )
+        .bind(ctx.tenant_id)
+        .bind(name)
+        .bind(logo_url.is_some())
+        .bind(logo_url.flatten())
+        .bind(settings.map(|s| s.to_string()))
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
+        let after = get(&mut tx, ctx.tenant_id).await?;
+        audit::record(
+            &mut tx,
+            &Actor::from(ctx),
+            AuditEntry::new("UPDATE", "tenant", ctx.tenant_id)
+                .title(&after.name)
+                .old(before.audit_values())
+                .new_values(after.audit_values()),
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(after.into_proto()))
+    }
+
+    async fn create_tenant(
+        &self,
+        request: Request<CreateTenantRequest>,
+    ) -> Result<Response<CreateTenantResponse>, Status> {
+        let operator = request.operator()?;
+        let req = request.get_ref();
+        let tenant = req.tenant.clone().unwrap_or_default();
+        let created = create_tenant(
+            &self.db,
+            NewTenant {
+                name: tenant.name,
+                slug: tenant.slug,
+                logo_url: tenant.logo_url,
+                owner_email: req.owner_email.clone(),
+                owner_first_name: req.owner_first_name.clone(),
+                owner_last_name: req.owner_last_name.clone(),
+                owner_password: req.owner_password.clone(),
+            },
+            &self.passwords,
+            &operator.meta,
+        )
+        .await?;
+        let mut tx = self.db.tenant_tx(created.tenant_id).await?;
+        let tenant = get(&mut tx, created.tenant_id).await?;
+        let owner = users::get(&mut tx, created.tenant_id, created.owner_id).await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(CreateTenantResponse {
+            tenant: Some(tenant.into_proto()),
+            owner: Some(owner.into_proto()),
+            generated_password: created.generated_password.unwrap_or_default(),
+        }))
+    }
+
+    async fn suspend_tenant(&self, request: Request<SuspendTenantRequest>) -> Result<Response<Tenant>, Status> {
+        let operator = request.operator()?;
+        let req = request.get_ref();
+        let tenant = self
+            .change_status(operator, &req.id, "SUSPENDED", &["ACTIVE", "TRIAL"], &req.reason)
+            .await?;
+        Ok(Response::new(tenant))
+    }
+
+    async fn reactivate_tenant(
+        &self,
+        request: Request<ReactivateTenantRequest>,
+    ) -> Result<Response<Tenant>, Status> {
+        let operator = request.operator()?;
+        let tenant = self
+            .change_status(operator, &request.get_ref().id, "ACTIVE", &["SUSPENDED"], "")
+            .await?;
+        Ok(Response::new(tenant))
+    }
+
+    async fn cancel_tenant(&self, request: Request<CancelTenantRequest>) -> Result<Response<Tenant>, Status> {
+        let operator = request.operator()?;
+        let req = request.get_ref();
+        let tenant = self
+            .change_status(operator, &req.id, "CANCELLED", &["ACTIVE", "TRIAL", "SUSPENDED"], &req.reason)
+            .await?;
+        Ok(Response::new(tenant))
+    }
+}

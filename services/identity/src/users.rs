@@ -1,0 +1,453 @@
+//! UserService, and the user queries login shares.
+
+use chrono::{DateTime, Utc};
+use codeops_platform::audit::{self, Actor, AuditEntry};
+use codeops_platform::convert::{etag, id_string, opt_timestamp};
+use codeops_platform::validate::{SHORT_TEXT, check_etag};
+use codeops_platform::{ApiError, Cursor, Page, Tx, Violations};
+use codeops_proto::identity::user_service_server::UserService;
+use codeops_proto::identity::{
+    AssignRoleRequest, CreateUserRequest, DeactivateUserRequest, GetUserRequest, ListUsersRequest,
+    ListUsersResponse, UpdateUserRequest, User,
+};
+use codeops_tenant::{Permission, PermissionSet, RequestExt, TenantContext, permission_denied};
+use serde_json::json;
+use sqlx::PgConnection;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::Svc;
+use crate::password::check_new_password;
+use crate::roles::load_visible_role;
+
+/// A user row with its role code and permission codes. The password hash
+/// stays inside this crate: `into_proto` leaves it out.
+#[derive(sqlx::FromRow)]
+pub(crate) struct UserRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub email: String,
+    pub password_hash: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub title: Option<String>,
+    pub department: Option<String>,
+    pub avatar_url: Option<String>,
+    pub role_id: Uuid,
+    pub role_code: String,
+    pub manager_id: Option<Uuid>,
+    pub is_active: Option<bool>,
+    pub last_login_at: Option<DateTime<Utc>>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub permissions: Vec<String>,
+}
+
+const USER_SELECT: &str = "SELECT u.id, u.tenant_id, u.email, u.password_hash, u.first_name, u.last_name, u.title, \
+    u.department, u.avatar_url, u.role_id, r.code AS role_code, u.manager_id, u.is_active, u.last_login_at, \
+    u.created_at, u.updated_at, \
+    ARRAY(SELECT p.code::text FROM core.role_permissions rp JOIN core.permissions p ON p.id = rp.permission_id \
+          WHERE rp.role_id = u.role_id ORDER BY p.code) AS permissions \
+    FROM core.users u JOIN core.roles r ON r.id = u.role_id";
+
+impl UserRow {
+    pub fn active(&self) -> bool {
+        self.is_active.unwrap_or(false)
+    }
+
+    pub fn display_name(&self) -> String {
+        format!("{} {}", self.first_name, self.last_name)
+    }
+
+    pub fn permission_set(&self) -> PermissionSet {
+        self.permissions.iter().filter_map(|c| Permission::from_code(c)).collect()
+    }
+
+    fn cursor(&self) -> Cursor {
+        Cursor {
+            time: self.created_at.unwrap_or_default(),
+            id: self.id,
+        }
+    }
+
+    /// What audit rows record of a user: never the hash.
+    pub fn audit_values(&self) -> serde_json::Value {
+        json!({
+            "email": self.email,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "title": self.title,
+            "department": self.department,
+            "avatar_url": self.avatar_url,
+            "role": self.role_code,
+            "manager_id": self.manager_id,
+            "is_active": self.is_active,
+        })
+    }
+
+    pub fn into_proto(self) -> User {
+        User {
+            id: self.id.to_string(),
+            email: self.email,
+            first_name: self.first_name,
+            last_name: self.last_name,
+            title: self.title.unwrap_or_default(),
+            department: self.department.unwrap_or_default(),
+            avatar_url: self.avatar_url.unwrap_or_default(),
+            role_id: self.role_id.to_string(),
+            role_code: self.role_code,
+            manager_id: id_string(self.manager_id),
+            is_active: self.is_active.unwrap_or(false),
+            last_login_time: opt_timestamp(self.last_login_at),
+            create_time: opt_timestamp(self.created_at),
+            update_time: opt_timestamp(self.updated_at),
+            etag: etag(self.updated_at),
+        }
+    }
+}
+
+pub(crate) async fn find_by_id(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<Option<UserRow>, ApiError> {
+    Ok(sqlx::query_as(&format!("{USER_SELECT} WHERE u.tenant_id = $1 AND u.id = $2"))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?)
+}
+
+pub(crate) async fn find_by_email(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    email: &str,
+) -> Result<Option<UserRow>, ApiError> {
+    Ok(sqlx::query_as(&format!("{USER_SELECT} WHERE u.tenant_id = $1 AND u.email = $2"))
+        .bind(tenant_id)
+        .bind(email)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// A user of the caller's tenant, or NOT_FOUND (also for other tenants' ids).
+pub(crate) async fn get(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<UserRow, ApiError> {
+    find_by_id(conn, tenant_id, id).await?.ok_or(ApiError::NotFound("user"))
+}
+
+/// Locks the row for the rest of the transaction, then reads it.
+async fn get_for_update(tx: &mut Tx, tenant_id: Uuid, id: Uuid) -> Result<UserRow, ApiError> {
+    sqlx::query("SELECT 1 FROM core.users WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    get(tx, tenant_id, id).await
+}
+
+/// Revokes every live refresh token of a user; returns how many.
+pub(crate) async fn revoke_sessions(conn: &mut PgConnection, tenant_id: Uuid, user_id: Uuid) -> Result<u64, ApiError> {
+    Ok(sqlx::query(
+        "UPDATE core.refresh_tokens SET revoked_at = now() \
+         WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+/// Nobody grants a role holding a permission they lack themselves.
+pub(crate) fn ensure_can_grant(ctx: &TenantContext, granted: PermissionSet) -> Result<(), ApiError> {
+    let missing: Vec<Permission> = ctx.permissions.missing_from(granted).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Status(permission_denied(&missing)))
+    }
+}
+
+/// A manager must be in the caller's tenant (the composite key enforces
+/// it too) and must not be the user or one of the user's reports.
+async fn check_manager(conn: &mut PgConnection, tenant_id: Uuid, user_id: Uuid, manager_id: Uuid) -> Result<(), ApiError> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM core.users WHERE tenant_id = $1 AND id = $2)")
+        .bind(tenant_id)
+        .bind(manager_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !exists {
+        return Err(ApiError::field("user.manager_id", "no such user in this tenant"));
+    }
+    let cycle: bool = sqlx::query_scalar(
+        "WITH RECURSIVE chain(id, depth) AS ( \
+             SELECT $2::uuid, 0 \
+             UNION ALL \
+             SELECT u.manager_id, c.depth + 1 FROM core.users u JOIN chain c ON u.id = c.id \
+             WHERE u.tenant_id = $1 AND u.manager_id IS NOT NULL AND c.depth < 1000) \
+         SELECT EXISTS (SELECT 1 FROM chain WHERE id = $3)",
+    )
+    .bind(tenant_id)
+    .bind(manager_id)
+    .bind(user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if cycle {
+        return Err(ApiError::FailedPrecondition(
+            "manager_id would make a management cycle".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl UserService for Svc {
+    async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
+        let ctx = request.tenant()?;
+        let req = request.get_ref();
+        let user = req.user.clone().unwrap_or_default();
+        let mut v = Violations::new();
+        let email = v.email("user.email", &user.email);
+        let first_name = v.required("user.first_name", &user.first_name, SHORT_TEXT);
+        let last_name = v.required("user.last_name", &user.last_name, SHORT_TEXT);
+        let title = v.optional("user.title", &user.title, SHORT_TEXT);
+        let department = v.optional("user.department", &user.department, SHORT_TEXT);
+        let avatar_url = v.optional_url("user.avatar_url", &user.avatar_url);
+        let role_id = v.uuid("user.role_id", &user.role_id);
+        let manager_id = v.optional_uuid("user.manager_id", &user.manager_id);
+        check_new_password(&mut v, "password", &req.password, &email);
+        v.finish()?;
+
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let role = load_visible_role(&mut tx, ctx.tenant_id, role_id)
+            .await?
+            .ok_or_else(|| ApiError::field("user.role_id", "no such role"))?;
+        ensure_can_grant(ctx, role.permission_set())?;
+        if let Some(manager_id) = manager_id {
+            check_manager(&mut tx, ctx.tenant_id, Uuid::nil(), manager_id).await?;
+        }
+        // Hashing happens before the insert but inside the transaction's
+        // lifetime only briefly: it runs on the blocking pool.
+        let password_hash = self.passwords.hash(req.password.clone()).await?;
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO core.users (id, tenant_id, email, password_hash, first_name, last_name, title, department, \
+                 avatar_url, role_id, manager_id, is_active, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, now(), now())",
+        )
+        .bind(id)
+        .bind(ctx.tenant_id)
+        .bind(&email)
+        .bind(&password_hash)
+        .bind(&first_name)
+        .bind(&last_name)
+        .bind(&title)
+        .bind(&department)
+        .bind(&avatar_url)
+        .bind(role_id)
+        .bind(manager_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
+        let created = get(&mut tx, ctx.tenant_id, id).await?;
+        audit::record(
+            &mut tx,
+            &Actor::from(ctx),
+            AuditEntry::new("USER_CREATED", "user", id)
+                .title(&created.email)
+                .new_values(created.audit_values()),
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(created.into_proto()))
+    }
+
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        let ctx = request.tenant()?;
+        let mut v = Violations::new();
+        let id = v.uuid("id", &request.get_ref().id);
+        v.finish()?;
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let user = get(&mut tx, ctx.tenant_id, id).await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(user.into_proto()))
+    }
+
+    async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+        let ctx = request.tenant()?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let team_id = v.optional_uuid("team_id", &req.team_id);
+        let role_id = v.optional_uuid("role_id", &req.role_id);
+        let query = v.optional("query", &req.query, SHORT_TEXT);
+        let filters = format!("{team_id:?}|{role_id:?}|{:?}|{query:?}", req.is_active);
+        let page = Page::parse(req.page_size, &req.page_token, &filters, &mut v);
+        v.finish()?;
+        let pattern = query.map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut rows: Vec<UserRow> = sqlx::query_as(&format!(
+            "{USER_SELECT} WHERE u.tenant_id = $1 \
+               AND ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM core.team_members m \
+                    WHERE m.tenant_id = $1 AND m.team_id = $2 AND m.user_id = u.id)) \
+               AND ($3::uuid IS NULL OR u.role_id = $3) \
+               AND ($4::bool IS NULL OR coalesce(u.is_active, false) = $4) \
+               AND ($5::text IS NULL OR u.email ILIKE $5 OR u.first_name ILIKE $5 OR u.last_name ILIKE $5) \
+               AND ($6::timestamptz IS NULL OR (u.created_at, u.id) > ($6, $7)) \
+             ORDER BY u.created_at, u.id LIMIT $8"
+        ))
+        .bind(ctx.tenant_id)
+        .bind(team_id)
+        .bind(role_id)
+        .bind(req.is_active)
+        .bind(pattern)
+        .bind(page.after_time())
+        .bind(page.after_id())
+        .bind(page.limit())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
+        tx.commit().await.map_err(ApiError::from)?;
+        let next_page_token = page.finish(&mut rows, UserRow::cursor);
+        Ok(Response::new(ListUsersResponse {
+            users: rows.into_iter().map(UserRow::into_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_user(&self, request: Request<UpdateUserRequest>) -> Result<Response<User>, Status> {
+        let ctx = request.tenant()?;
+        let req = request.get_ref();
+        let user = req.user.clone().unwrap_or_default();
+        let mut v = Violations::new();
+        let id = v.uuid("user.id", &user.id);
+        let paths = v.update_mask(
+            req.update_mask.as_ref(),
+            &["first_name", "last_name", "title", "department", "avatar_url", "manager_id"],
+        );
+        let has = |p: &str| paths.iter().any(|x| x == p);
+        let first_name = has("first_name").then(|| v.required("user.first_name", &user.first_name, SHORT_TEXT));
+        let last_name = has("last_name").then(|| v.required("user.last_name", &user.last_name, SHORT_TEXT));
+        let title = has("title").then(|| v.optional("user.title", &user.title, SHORT_TEXT));
+        let department = has("department").then(|| v.optional("user.department", &user.department, SHORT_TEXT));
+        let avatar_url = has("avatar_url").then(|| v.optional_url("user.avatar_url", &user.avatar_url));
+        let manager_id = has("manager_id").then(|| v.optional_uuid("user.manager_id", &user.manager_id));
+        v.finish()?;
+
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let before = get_for_update(&mut tx, ctx.tenant_id, id).await?;
+        check_etag(&user.etag, &etag(before.updated_at))?;
+        if let Some(Some(manager_id)) = manager_id {
+            check_manager(&mut tx, ctx.tenant_id, id, manager_id).await?;
+        }
+        sqlx::query(
+            "UPDATE core.users SET \
+                 first_name = CASE WHEN $3 THEN $4 ELSE first_name END, \
+                 last_name = CASE WHEN $5 THEN $6 ELSE last_name END, \
+                 title = CASE WHEN $7 THEN $8 ELSE title END, \
+                 department = CASE WHEN $9 THEN $10 ELSE department END, \
+                 avatar_url = CASE WHEN $11 THEN $12 ELSE avatar_url END, \
+                 manager_id = CASE WHEN $13 THEN $14 ELSE manager_id END, \
+                 updated_at = clock_timestamp() \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(ctx.tenant_id)
+        .bind(id)
+        .bind(first_name.is_some())
+        .bind(first_name.unwrap_or_default())
+        .bind(last_name.is_some())
+        .bind(last_name.unwrap_or_default())
+        .bind(title.is_some())
+        .bind(title.flatten())
+        .bind(department.is_some())
+        .bind(department.flatten())
+        .bind(avatar_url.is_some())
+        .bind(avatar_url.flatten())
+        .bind(manager_id.is_some())
+        .bind(manager_id.flatten())
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
+        let after = get(&mut tx, ctx.tenant_id, id).await?;
+        audit::record(
+            &mut tx,
+            &Actor::from(ctx),
+            AuditEntry::new("UPDATE", "user", id)
+                .title(&after.email)
+                .old(before.audit_values())
+                .new_values(after.audit_values()),
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(after.into_proto()))
+    }
+
+    async fn deactivate_user(&self, request: Request<DeactivateUserRequest>) -> Result<Response<User>, Status> {
+        let ctx = request.tenant()?;
+        let mut v = Violations::new();
+        let id = v.uuid("id", &request.get_ref().id);
+        v.finish()?;
+        if id == ctx.user_id {
+            return Err(ApiError::FailedPrecondition("you cannot deactivate yourself".into()).into());
+        }
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let before = get_for_update(&mut tx, ctx.tenant_id, id).await?;
+        if !before.active() {
+            return Err(ApiError::FailedPrecondition("user is already deactivated".into()).into());
+        }
+        sqlx::query("UPDATE core.users SET is_active = false, updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2")
+            .bind(ctx.tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(ApiError::from)?;
+        let revoked = revoke_sessions(&mut tx, ctx.tenant_id, id).await?;
+        let after = get(&mut tx, ctx.tenant_id, id).await?;
+        audit::record(
+            &mut tx,
+            &Actor::from(ctx),
+            AuditEntry::new("USER_DEACTIVATED", "user", id)
+                .title(&after.email)
+                .description(format!("{revoked} session(s) revoked"))
+                .old(json!({"is_active": true}))
+                .new_values(json!({"is_active": false})),
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(after.into_proto()))
+    }
+
+    async fn assign_role(&self, request: Request<AssignRoleRequest>) -> Result<Response<User>, Status> {
+        let ctx = request.tenant()?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let user_id = v.uuid("user_id", &req.user_id);
+        let role_id = v.uuid("role_id", &req.role_id);
+        v.finish()?;
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let before = get_for_update(&mut tx, ctx.tenant_id, user_id).await?;
+        let role = load_visible_role(&mut tx, ctx.tenant_id, role_id)
+            .await?
+            .ok_or_else(|| ApiError::field("role_id", "no such role"))?;
+        ensure_can_grant(ctx, role.permission_set())?;
+        // Taking a role away is also a grant decision: the caller must hold
+        // everything the user held, or they could demote a superior.
+        ensure_can_grant(ctx, before.permission_set())?;
+        sqlx::query("UPDATE core.users SET role_id = $3, updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2")
+            .bind(ctx.tenant_id)
+            .bind(user_id)
+            .bind(role_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(ApiError::from)?;
+        let after = get(&mut tx, ctx.tenant_id, user_id).await?;
+        audit::record(
+            &mut tx,
+            &Actor::from(ctx),
+            AuditEntry::new("ROLE_ASSIGNED", "user", user_id)
+                .title(&after.email)
+                .old(json!({"role_id": before.role_id, "role": before.role_code}))
+                .new_values(json!({"role_id": after.role_id, "role": after.role_code})),
+        )
+        .await?;
+        tx.commit().await.map_err(ApiError::from)?;
+        Ok(Response::new(after.into_proto()))
+    }
+}

@@ -1,0 +1,222 @@
+//! Request validation that collects every field violation before failing,
+//! so a client learns about all its mistakes in one round trip.
+
+use tonic_types::FieldViolation;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Column widths of the audited schema.
+pub const SHORT_TEXT: usize = 255;
+pub const TITLE_TEXT: usize = 500;
+/// Free text (`TEXT` columns) is still bounded, to keep rows sane.
+pub const LONG_TEXT: usize = 20_000;
+
+/// Collects field violations. Each check returns a usable value even when
+/// the input is bad (nil UUID, empty string); `finish` then fails, so those
+/// placeholders never reach the database.
+#[derive(Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidArgument(self.0))
+        }
+    }
+
+    /// A required UUID.
+    pub fn uuid(&mut self, field: &str, value: &str) -> Uuid {
+        if value.is_empty() {
+            self.add(field, "is required");
+            return Uuid::nil();
+        }
+        self.optional_uuid(field, value).unwrap_or_default()
+    }
+
+    /// An optional UUID: empty means none.
+    pub fn optional_uuid(&mut self, field: &str, value: &str) -> Option<Uuid> {
+        if value.is_empty() {
+            return None;
+        }
+        match Uuid::parse_str(value) {
+            Ok(id) if !id.is_nil() => Some(id),
+            _ => {
+                self.add(field, "must be a UUID");
+                None
+            }
+        }
+    }
+
+    /// Required text, trimmed, at most `max` characters.
+    pub fn required(&mut self, field: &str, value: &str, max: usize) -> String {
+        let value = value.trim();
+        if value.is_empty() {
+            self.add(field, "is required");
+        } else {
+            self.check_len(field, value, max);
+        }
+        value.to_owned()
+    }
+
+    /// Optional text, trimmed: empty means none.
+    pub fn optional(&mut self, field: &str, value: &str, max: usize) -> Option<String> {
+        let value = value.trim();
+        if value.is_empty() {
+            return None;
+        }
+        self.check_len(field, value, max);
+        Some(value.to_owned())
+    }
+
+    fn check_len(&mut self, field: &str, value: &str, max: usize) {
+        let chars = value.chars().count();
+        if chars > max {
+            self.add(field, format!("must be at most {max} characters, got {chars}"));
+        }
+        if value.chars().any(|c| c == '\0') {
+            self.add(field, "must not contain NUL characters");
+        }
+    }
+
+    /// A required e-mail address, lowercased.
+    pub fn email(&mut self, field: &str, value: &str) -> String {
+        let email = self.required(field, value, SHORT_TEXT).to_lowercase();
+        if !email.is_empty() && !is_email(&email) {
+            self.add(field, "must be an e-mail address");
+        }
+        email
+    }
+
+    /// A URL-safe slug: lowercase letters, digits and single dashes.
+    pub fn slug(&mut self, field: &str, value: &str) -> String {
+        let slug = self.required(field, value, SHORT_TEXT);
+        let valid = !slug.is_empty()
+            && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !slug.starts_with('-')
+            && !slug.ends_with('-')
+            && !slug.contains("--");
+        if !slug.is_empty() && !valid {
+            self.add(field, "must be lowercase letters, digits and single dashes");
+        }
+        slug
+    }
+
+    /// An optional http(s) URL.
+    pub fn optional_url(&mut self, field: &str, value: &str) -> Option<String> {
+        let url = self.optional(field, value, SHORT_TEXT)?;
+        if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(char::is_whitespace) {
+            self.add(field, "must be an http(s) URL");
+        }
+        Some(url)
+    }
+
+    /// A proto enum that must be set to a known, non-zero value.
+    pub fn enum_value<E>(&mut self, field: &str, value: i32) -> Option<E>
+    where
+        E: TryFrom<i32>,
+    {
+        if value == 0 {
+            self.add(field, "is required");
+            return None;
+        }
+        match E::try_from(value) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.add(field, format!("unknown value {value}"));
+                None
+            }
+        }
+    }
+}
+
+fn is_email(value: &str) -> bool {
+    let Some((local, domain)) = value.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && !value.contains(char::is_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collects_every_violation() {
+        let mut v = Violations::new();
+        v.uuid("user.id", "not-a-uuid");
+        v.required("user.first_name", "", SHORT_TEXT);
+        v.email("user.email", "nobody");
+        v.required("user.title", &"x".repeat(256), SHORT_TEXT);
+        let Err(ApiError::InvalidArgument(violations)) = v.finish() else {
+            panic!("expected violations");
+        };
+        let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["user.id", "user.first_name", "user.email", "user.title"]);
+    }
+
+    #[test]
+    fn accepts_good_input() {
+        let mut v = Violations::new();
+        let id = v.uuid("id", "11111111-1111-1111-1111-111111111111");
+        assert_eq!(v.email("email", " Alice@Acme.test "), "alice@acme.test");
+        assert_eq!(v.slug("slug", "team-one"), "team-one");
+        assert!(v.finish().is_ok());
+        assert!(!id.is_nil());
+    }
+
+    #[test]
+    fn rejects_bad_slugs() {
+        for slug in ["Team", "a--b", "-a", "a b", "ä"] {
+            let mut v = Violations::new();
+            v.slug("slug", slug);
+            assert!(v.finish().is_err(), "{slug} should be rejected");
+        }
+    }
+}
+
+impl Violations {
+    /// The paths of a required `update_mask`, each checked against `allowed`.
+    pub fn update_mask(&mut self, mask: Option<&prost_types::FieldMask>, allowed: &[&str]) -> Vec<String> {
+        let paths = mask.map(|m| m.paths.clone()).unwrap_or_default();
+        if paths.is_empty() {
+            self.add("update_mask", format!("is required; allowed paths: {}", allowed.join(", ")));
+        }
+        for path in &paths {
+            if !allowed.contains(&path.as_str()) {
+                self.add("update_mask", format!("unknown path {path:?}; allowed: {}", allowed.join(", ")));
+            }
+        }
+        paths
+    }
+}
+
+/// Compares a client's etag with the row's; empty means "don't check".
+pub fn check_etag(given: &str, current: &str) -> Result<(), ApiError> {
+    if given.is_empty() || given == current {
+        Ok(())
+    } else {
+        Err(ApiError::Aborted(
+            "the resource changed since it was read (stale etag); read it again and retry".into(),
+        ))
+    }
+}

@@ -1,0 +1,46 @@
+//! Compiles `proto/` with protox (a pure-Rust protobuf compiler), so a fresh
+//! clone builds without a system `protoc`.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        "codeops/identity/v1/auth.proto",
+        "codeops/identity/v1/tenant.proto",
+        "codeops/identity/v1/user.proto",
+        "codeops/identity/v1/role.proto",
+        "codeops/identity/v1/team.proto",
+        "codeops/identity/v1/audit.proto",
+        "codeops/planning/v1/planning.proto",
+        "codeops/decision/v1/decision.proto",
+    ];
+    let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
+    for path in &paths {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    let fds = protox::compile(&paths, [&root])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("codeops_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Secrets (passwords, tokens) must never reach a log line.
+        .skip_debug([
+            ".codeops.identity.v1.LoginRequest",
+            ".codeops.identity.v1.LoginResponse",
+            ".codeops.identity.v1.RefreshRequest",
+            ".codeops.identity.v1.RefreshResponse",
+            ".codeops.identity.v1.LogoutRequest",
+            ".codeops.identity.v1.ChangePasswordRequest",
+            ".codeops.identity.v1.CreateUserRequest",
+            ".codeops.identity.v1.TokenPair",
+            ".codeops.identity.v1.CreateTenantRequest",
+            ".codeops.identity.v1.CreateTenantResponse",
+        ])
+        .compile_fds(fds)?;
+    Ok(())
+}

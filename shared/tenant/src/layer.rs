@@ -1,0 +1,290 @@
+//! The tower layer in front of every service: request ids, token
+//! verification, the per-method permission check and the tracing span.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Request, Response};
+use sha2::{Digest, Sha256};
+use tonic::Status;
+use tonic::transport::server::TcpConnectInfo;
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::context::{OperatorContext, RequestMeta, TenantContext, permission_denied};
+use crate::permission::{Permission, PermissionSet};
+use crate::token::TokenVerifier;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+const MAX_REQUEST_ID_LEN: usize = 128;
+const MAX_USER_AGENT_LEN: usize = 255;
+
+/// Who may call a method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (login, health, reflection).
+    Public,
+    /// Any valid access token.
+    Authenticated,
+    /// A valid access token whose role holds this permission.
+    Require(Permission),
+    /// The operator credential from configuration.
+    Operator,
+}
+
+/// One row of a service's access table: a full method path
+/// (`/pkg.Service/Method`) or a whole service (`/pkg.Service`).
+#[derive(Clone, Copy, Debug)]
+pub struct MethodAccess {
+    pub path: &'static str,
+    pub access: Access,
+}
+
+impl MethodAccess {
+    pub const fn new(path: &'static str, access: Access) -> Self {
+        Self { path, access }
+    }
+}
+
+/// Methods with no row are refused (`UNIMPLEMENTED`): an RPC without a
+/// declared permission can never be reached by accident.
+#[derive(Clone, Debug, Default)]
+pub struct AccessTable(HashMap<&'static str, Access>);
+
+impl AccessTable {
+    pub fn extend(&mut self, rows: &[MethodAccess]) {
+        for row in rows {
+            self.0.insert(row.path, row.access);
+        }
+    }
+
+    pub fn lookup(&self, path: &str) -> Option<Access> {
+        if let Some(access) = self.0.get(path) {
+            return Some(*access);
+        }
+        let service = path.rsplit_once('/').map(|(s, _)| s)?;
+        self.0.get(service).copied()
+    }
+
+    pub fn paths(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.0.keys().copied()
+    }
+}
+
+/// Shared state of the auth layer.
+pub struct AuthConfig {
+    pub verifier: Arc<TokenVerifier>,
+    pub table: AccessTable,
+    /// SHA-256 of the operator credential; `None` disables operator RPCs.
+    pub operator_token_sha256: Option<[u8; 32]>,
+}
+
+#[derive(Clone)]
+pub struct AuthLayer {
+    config: Arc<AuthConfig>,
+}
+
+impl AuthLayer {
+    pub fn new(config: AuthConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    config: Arc<AuthConfig>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // The clone that was driven to readiness is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+
+        let meta = request_meta(&req);
+        let request_id = HeaderValue::from_str(&meta.request_id)
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        let span = tracing::info_span!(
+            "rpc",
+            method = %req.uri().path(),
+            request_id = %meta.request_id,
+            tenant_id = tracing::field::Empty,
+            user_id = tracing::field::Empty,
+        );
+        let outcome = authorize(&self.config, &req, meta.clone());
+        req.extensions_mut().insert(meta);
+
+        Box::pin(
+            async move {
+                let mut response = match outcome {
+                    Err(status) => {
+                        tracing::info!(code = ?status.code(), "rejected: {}", status.message());
+                        status.into_http()
+                    }
+                    Ok(Caller::Anonymous) => inner.call(req).await?,
+                    Ok(Caller::Operator(ctx)) => {
+                        req.extensions_mut().insert(ctx);
+                        inner.call(req).await?
+                    }
+                    Ok(Caller::Tenant(ctx)) => {
+                        let span = tracing::Span::current();
+                        span.record("tenant_id", tracing::field::display(ctx.tenant_id));
+                        span.record("user_id", tracing::field::display(ctx.user_id));
+                        req.extensions_mut().insert(*ctx);
+                        inner.call(req).await?
+                    }
+                };
+                response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
+}
+
+enum Caller {
+    Anonymous,
+    Operator(OperatorContext),
+    Tenant(Box<TenantContext>),
+}
+
+fn authorize<B>(config: &AuthConfig, req: &Request<B>, meta: RequestMeta) -> Result<Caller, Status> {
+    let path = req.uri().path();
+    let access = config
+        .table
+        .lookup(path)
+        .ok_or_else(|| Status::unimplemented(format!("unknown method {path}")))?;
+    let required = match access {
+        Access::Public => return Ok(Caller::Anonymous),
+        Access::Operator => {
+            return operator(config, req, meta);
+        }
+        Access::Authenticated => None,
+        Access::Require(permission) => Some(permission),
+    };
+    let token = bearer(req).ok_or_else(unauthenticated)?;
+    let claims = config.verifier.verify(token).map_err(|err| {
+        tracing::debug!(error = %err, "access token refused");
+        unauthenticated()
+    })?;
+    let permissions: PermissionSet = claims
+        .perms
+        .iter()
+        .filter_map(|code| Permission::from_code(code))
+        .collect();
+    if let Some(permission) = required
+        && !permissions.contains(permission)
+    {
+        return Err(permission_denied(&[permission]));
+    }
+    Ok(Caller::Tenant(Box::new(TenantContext {
+        tenant_id: claims.tid,
+        user_id: claims.sub,
+        role: claims.role,
+        permissions,
+        name: claims.name,
+        email: claims.email,
+        token_id: claims.jti,
+        meta,
+    })))
+}
+
+fn operator<B>(config: &AuthConfig, req: &Request<B>, meta: RequestMeta) -> Result<Caller, Status> {
+    let expected = config
+        .operator_token_sha256
+        .ok_or_else(|| Status::permission_denied("operator methods are disabled"))?;
+    let presented: [u8; 32] = Sha256::digest(bearer(req).unwrap_or_default().as_bytes()).into();
+    // Constant-time comparison of the digests.
+    let diff = expected
+        .iter()
+        .zip(presented.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if diff != 0 {
+        return Err(Status::unauthenticated("operator credential required"));
+    }
+    Ok(Caller::Operator(OperatorContext { meta }))
+}
+
+fn unauthenticated() -> Status {
+    Status::unauthenticated("missing or invalid access token")
+}
+
+fn bearer<B>(req: &Request<B>) -> Option<&str> {
+    let value = req.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn request_meta<B>(req: &Request<B>) -> RequestMeta {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN)
+        .filter(|v| v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| Uuid::new_v4().to_string());
+    let peer_ip = req
+        .extensions()
+        .get::<TcpConnectInfo>()
+        .and_then(|info| info.remote_addr())
+        .map(|addr| addr.ip().to_string());
+    let user_agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| truncate(v, MAX_USER_AGENT_LEN));
+    RequestMeta {
+        request_id,
+        peer_ip,
+        user_agent,
+    }
+}
+
+fn truncate(value: &str, max: usize) -> String {
+    let mut end = value.len().min(max);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_owned()
+}
+
+/// SHA-256 of an operator credential, as `AuthConfig` wants it.
+pub fn operator_token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}

@@ -1,0 +1,292 @@
+//! Access tokens: EdDSA-signed JWTs. Identity signs with the private key;
+//! every service verifies locally with the public key.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// The only algorithm accepted: a token signed with anything else, or not
+/// signed at all, is rejected before its claims are looked at.
+pub const ALGORITHM: Algorithm = Algorithm::EdDSA;
+pub const DEFAULT_ISSUER: &str = "codeops-identity";
+pub const DEFAULT_AUDIENCE: &str = "codeops";
+/// Cached verifications kept at most; the cache is cleared when full.
+const CACHE_CAPACITY: usize = 16_384;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("invalid Ed25519 private key PEM: {0}")]
+    PrivateKey(String),
+    #[error("invalid Ed25519 public key PEM: {0}")]
+    PublicKey(String),
+    #[error("could not read key file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("no randomness available: {0}")]
+    Random(String),
+}
+
+/// Claims of an access token. `sub`, `tid`, `iss`, `aud`, `exp`, `nbf` are
+/// all required by the verifier.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    /// User id.
+    pub sub: Uuid,
+    /// Tenant id.
+    pub tid: Uuid,
+    /// Role code.
+    pub role: String,
+    /// Permission codes.
+    pub perms: Vec<String>,
+    pub name: String,
+    pub email: String,
+    pub iss: String,
+    pub aud: String,
+    pub exp: u64,
+    pub nbf: u64,
+    pub iat: u64,
+    /// Token id.
+    pub jti: Uuid,
+}
+
+/// The signing key pair of the identity service.
+#[derive(Clone)]
+pub struct KeyPair {
+    signing: SigningKey,
+}
+
+impl KeyPair {
+    /// A fresh random key pair, for `codeops dev` and tests.
+    pub fn generate() -> Result<Self, KeyError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
+        Ok(Self {
+            signing: SigningKey::from_bytes(&seed),
+        })
+    }
+
+    /// From a PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
+        let signing =
+            SigningKey::from_pkcs8_pem(pem).map_err(|e| KeyError::PrivateKey(e.to_string()))?;
+        Ok(Self { signing })
+    }
+
+    pub fn private_key_pem(&self) -> String {
+        self.signing
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("an Ed25519 key always encodes")
+            .to_string()
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey {
+            key: self.signing.verifying_key(),
+        }
+    }
+}
+
+/// An Ed25519 verification key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicKey {
+    key: VerifyingKey,
+}
+
+impl PublicKey {
+    /// From a SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`).
+    pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
+        let key =
+            VerifyingKey::from_public_key_pem(pem).map_err(|e| KeyError::PublicKey(e.to_string()))?;
+        Ok(Self { key })
+    }
+
+    pub fn to_pem(&self) -> String {
+        self.key
+            .to_public_key_pem(LineEnding::LF)
+            .expect("an Ed25519 key always encodes")
+    }
+
+    /// base64url of the raw 32 bytes: the JWK `x`.
+    pub fn x(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.key.as_bytes())
+    }
+
+    /// Key id: the first 16 bytes of the key's SHA-256, base64url.
+    pub fn kid(&self) -> String {
+        let digest = Sha256::digest(self.key.as_bytes());
+        URL_SAFE_NO_PAD.encode(&digest[..16])
+    }
+}
+
+/// Reads a key from inline PEM text or from a file path.
+pub fn read_pem(value: &str) -> Result<String, KeyError> {
+    if value.contains("-----BEGIN") {
+        return Ok(value.to_owned());
+    }
+    std::fs::read_to_string(value).map_err(|source| KeyError::Read {
+        path: value.to_owned(),
+        source,
+    })
+}
+
+/// Who a token is for and how long it lives.
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            issuer: DEFAULT_ISSUER.into(),
+            audience: DEFAULT_AUDIENCE.into(),
+            access_ttl: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Issues access tokens (identity service only).
+pub struct TokenSigner {
+    key: EncodingKey,
+    kid: String,
+    settings: TokenSettings,
+}
+
+/// What a signed token says about the subject.
+pub struct Subject<'a> {
+    pub user_id: Uuid,
+    pub tenant_id: Uuid,
+    pub role: &'a str,
+    pub permissions: Vec<String>,
+    pub name: String,
+    pub email: String,
+}
+
+impl TokenSigner {
+    pub fn new(keys: &KeyPair, settings: TokenSettings) -> Result<Self, KeyError> {
+        let der = keys
+            .signing
+            .to_pkcs8_der()
+            .map_err(|e| KeyError::PrivateKey(e.to_string()))?;
+        Ok(Self {
+            key: EncodingKey::from_ed_der(der.as_bytes()),
+            kid: keys.public_key().kid(),
+            settings,
+        })
+    }
+
+    pub fn settings(&self) -> &TokenSettings {
+        &self.settings
+    }
+
+    /// Signs an access token; returns it with its expiry (Unix seconds).
+    pub fn sign(&self, subject: Subject<'_>) -> Result<(String, u64), jsonwebtoken::errors::Error> {
+        let now = unix_now();
+        let exp = now + self.settings.access_ttl.as_secs();
+        let claims = Claims {
+            sub: subject.user_id,
+            tid: subject.tenant_id,
+            role: subject.role.to_owned(),
+            perms: subject.permissions,
+            name: subject.name,
+            email: subject.email,
+            iss: self.settings.issuer.clone(),
+            aud: self.settings.audience.clone(),
+            exp,
+            nbf: now,
+            iat: now,
+            jti: Uuid::new_v4(),
+        };
+        let mut header = Header::new(ALGORITHM);
+        header.kid = Some(self.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.key)?;
+        Ok((token, exp))
+    }
+}
+
+/// Why a token was refused. Callers only ever see "invalid access token".
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token rejected: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("token signed by unknown key")]
+    UnknownKey,
+}
+
+/// Verifies access tokens with a pinned algorithm and required claims, and
+/// caches successful verifications until the token expires.
+pub struct TokenVerifier {
+    keys: Vec<(String, DecodingKey)>,
+    validation: Validation,
+    cache: RwLock<HashMap<String, Claims>>,
+}
+
+impl TokenVerifier {
+    pub fn new(public_keys: &[PublicKey], settings: &TokenSettings) -> Result<Self, KeyError> {
+        let keys = public_keys
+            .iter()
+            .map(|k| {
+                DecodingKey::from_ed_components(&k.x())
+                    .map(|d| (k.kid(), d))
+                    .map_err(|e| KeyError::PublicKey(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut validation = Validation::new(ALGORITHM);
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[&settings.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = 30;
+        Ok(Self {
+            keys,
+            validation,
+            cache: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        if let Some(claims) = self.cache.read().expect("token cache poisoned").get(token) {
+            // Expiry is still checked on a hit; leeway only applies to
+            // clock skew between hosts, not to our own clock.
+            if claims.exp > unix_now() {
+                return Ok(claims.clone());
+            }
+        }
+        let header = jsonwebtoken::decode_header(token)?;
+        let key = match header.kid.as_deref() {
+            Some(kid) => self.keys.iter().find(|(k, _)| k == kid),
+            None if self.keys.len() == 1 => self.keys.first(),
+            None => None,
+        };
+        let (_, key) = key.ok_or(TokenError::UnknownKey)?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)?;
+        let mut cache = self.cache.write().expect("token cache poisoned");
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(token.to_owned(), data.claims.clone());
+        Ok(data.claims)
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}

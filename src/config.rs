@@ -1,0 +1,107 @@
+//! Configuration: every setting is a flag and an environment variable
+//! (12-factor); the README has the table.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::Args;
+use codeops_platform::DbOptions;
+use codeops_tenant::TokenSettings;
+
+use crate::suite::{Keys, Service, SuiteConfig};
+
+#[derive(Args, Clone, Debug)]
+pub struct DbArgs {
+    /// PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/codeops
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Unprivileged role the services' queries run as (SET ROLE on connect);
+    /// "none" when the login role already is unprivileged.
+    #[arg(long, env = "CODEOPS_DB_ROLE", default_value = codeops_platform::db::APP_ROLE)]
+    pub db_role: String,
+    /// Pool size per service.
+    #[arg(long, env = "CODEOPS_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+impl DbArgs {
+    pub fn url(&self) -> anyhow::Result<&str> {
+        self.database_url
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL is not set (flag --database-url or environment variable)"))
+    }
+
+    pub fn options(&self, url: &str) -> DbOptions {
+        let mut options = DbOptions::new(url);
+        options.max_connections = self.db_max_connections;
+        options.app_role = (self.db_role != "none").then(|| self.db_role.clone());
+        options
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Address the gRPC ports listen on.
+    #[arg(long, env = "CODEOPS_HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    #[arg(long, env = "CODEOPS_IDENTITY_PORT", default_value_t = 50051)]
+    pub identity_port: u16,
+    #[arg(long, env = "CODEOPS_PLANNING_PORT", default_value_t = 50052)]
+    pub planning_port: u16,
+    #[arg(long, env = "CODEOPS_DECISION_PORT", default_value_t = 50053)]
+    pub decision_port: u16,
+    /// Ed25519 private key (PKCS#8 PEM, inline or a file path) identity signs with.
+    #[arg(long, env = "CODEOPS_JWT_PRIVATE_KEY", hide_env_values = true)]
+    pub jwt_private_key: Option<String>,
+    /// Ed25519 public key (PEM, inline or a file path) planning and decision verify with.
+    #[arg(long, env = "CODEOPS_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<String>,
+    #[arg(long, env = "CODEOPS_JWT_ISSUER", default_value = codeops_tenant::token::DEFAULT_ISSUER)]
+    pub jwt_issuer: String,
+    #[arg(long, env = "CODEOPS_JWT_AUDIENCE", default_value = codeops_tenant::token::DEFAULT_AUDIENCE)]
+    pub jwt_audience: String,
+    /// Access token lifetime; also the bound on how long a deactivation or
+    /// role change takes to reach the other services.
+    #[arg(long, env = "CODEOPS_ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_token_ttl_secs: u64,
+    #[arg(long, env = "CODEOPS_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_token_ttl_secs: u64,
+    /// Credential for operator RPCs (CreateTenant, tenant status changes);
+    /// unset disables them.
+    #[arg(long, env = "CODEOPS_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<String>,
+    /// bcrypt cost for new password hashes.
+    #[arg(long, env = "CODEOPS_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=16))]
+    pub bcrypt_cost: u32,
+}
+
+impl ServeArgs {
+    pub fn port(&self, service: Service) -> u16 {
+        match service {
+            Service::Identity => self.identity_port,
+            Service::Planning => self.planning_port,
+            Service::Decision => self.decision_port,
+        }
+    }
+
+    /// `ephemeral_key_ok`: generate a key pair when none is configured.
+    pub fn suite_config(&self, db: &DbArgs, url: &str, ephemeral_key_ok: bool) -> anyhow::Result<SuiteConfig> {
+        let keys = Keys::load(
+            self.jwt_private_key.as_deref(),
+            self.jwt_public_key.as_deref(),
+            ephemeral_key_ok,
+        )?;
+        Ok(SuiteConfig {
+            db: db.options(url),
+            keys,
+            token: TokenSettings {
+                issuer: self.jwt_issuer.clone(),
+                audience: self.jwt_audience.clone(),
+                access_ttl: Duration::from_secs(self.access_token_ttl_secs),
+            },
+            refresh_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
+            bcrypt_cost: self.bcrypt_cost,
+            operator_token: self.operator_token.clone(),
+        })
+    }
+}

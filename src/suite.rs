@@ -1,0 +1,204 @@
+//! Starts services: one, or all three in one process on their own ports.
+//! The binary and the tests go through this same code.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use codeops_platform::server::{self, AuthSettings, ServiceSpec};
+use codeops_platform::{Db, DbOptions};
+use codeops_tenant::layer::operator_token_digest;
+use codeops_tenant::token::read_pem;
+use codeops_tenant::{KeyPair, PublicKey, TokenSettings, TokenSigner, TokenVerifier};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Service {
+    Identity,
+    Planning,
+    Decision,
+}
+
+impl Service {
+    pub const ALL: [Service; 3] = [Service::Identity, Service::Planning, Service::Decision];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Identity => "identity",
+            Service::Planning => "planning",
+            Service::Decision => "decision",
+        }
+    }
+}
+
+/// Signing and verification keys.
+#[derive(Clone)]
+pub struct Keys {
+    /// Only identity signs.
+    pub signing: Option<KeyPair>,
+    pub public: PublicKey,
+}
+
+impl Keys {
+    /// From configuration. `ephemeral_ok`: with no key configured, generate
+    /// one (dev, and `serve all` where every service shares the process).
+    pub fn load(private: Option<&str>, public: Option<&str>, ephemeral_ok: bool) -> anyhow::Result<Keys> {
+        if let Some(private) = private {
+            let pair = KeyPair::from_pkcs8_pem(&read_pem(private)?)?;
+            let public = pair.public_key();
+            return Ok(Keys {
+                signing: Some(pair),
+                public,
+            });
+        }
+        if let Some(public) = public {
+            return Ok(Keys {
+                signing: None,
+                public: PublicKey::from_pem(&read_pem(public)?)?,
+            });
+        }
+        anyhow::ensure!(
+            ephemeral_ok,
+            "no signing key: set CODEOPS_JWT_PRIVATE_KEY (identity) or CODEOPS_JWT_PUBLIC_KEY (planning, decision)"
+        );
+        let pair = KeyPair::generate()?;
+        tracing::warn!(
+            kid = %pair.public_key().kid(),
+            "no CODEOPS_JWT_PRIVATE_KEY configured: generated an ephemeral Ed25519 key pair; \
+             tokens will not survive a restart"
+        );
+        let public = pair.public_key();
+        Ok(Keys {
+            signing: Some(pair),
+            public,
+        })
+    }
+}
+
+/// Everything needed to run services.
+#[derive(Clone)]
+pub struct SuiteConfig {
+    pub db: DbOptions,
+    pub keys: Keys,
+    pub token: TokenSettings,
+    pub refresh_ttl: Duration,
+    pub bcrypt_cost: u32,
+    pub operator_token: Option<String>,
+}
+
+/// Running services; dropping the handle does not stop them, `shutdown` does.
+pub struct Suite {
+    pub addrs: Vec<(Service, SocketAddr)>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    dbs: Vec<Db>,
+}
+
+impl Suite {
+    pub fn addr(&self, service: Service) -> Option<SocketAddr> {
+        self.addrs.iter().find(|(s, _)| *s == service).map(|(_, a)| *a)
+    }
+
+    /// Health flips to NOT_SERVING, in-flight calls finish, pools close.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        let mut result = Ok(());
+        for task in self.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(e) => result = Err(e.into()),
+            }
+        }
+        for db in self.dbs {
+            db.close().await;
+        }
+        result
+    }
+}
+
+/// Binds every listener first (a taken port fails before anything starts),
+/// then serves each service with its own pool.
+pub async fn start(config: &SuiteConfig, services: &[(Service, SocketAddr)]) -> anyhow::Result<Suite> {
+    let mut listeners = Vec::new();
+    for (service, addr) in services {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for {}", service.name()))?;
+        listeners.push((*service, listener));
+    }
+
+    let verifier = Arc::new(TokenVerifier::new(std::slice::from_ref(&config.keys.public), &config.token)?);
+    let auth = AuthSettings {
+        verifier,
+        operator_token_sha256: config.operator_token.as_deref().map(operator_token_digest),
+    };
+    let (stop, stopped) = watch::channel(false);
+    let mut suite = Suite {
+        addrs: Vec::new(),
+        stop,
+        tasks: Vec::new(),
+        dbs: Vec::new(),
+    };
+    for (service, listener) in listeners {
+        let db = Db::connect(&config.db).await?;
+        let spec = spec(service, db.clone(), config)?;
+        suite.addrs.push((service, listener.local_addr()?));
+        let mut stopped = stopped.clone();
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let auth = auth.clone();
+        suite.dbs.push(db.clone());
+        suite.tasks.push(tokio::spawn(async move {
+            server::serve(listener, spec, auth, db, shutdown)
+                .await
+                .with_context(|| format!("{} server failed", service.name()))
+        }));
+    }
+    Ok(suite)
+}
+
+fn spec(service: Service, db: Db, config: &SuiteConfig) -> anyhow::Result<ServiceSpec> {
+    Ok(match service {
+        Service::Identity => {
+            let pair = config
+                .keys
+                .signing
+                .as_ref()
+                .context("identity needs a private key: set CODEOPS_JWT_PRIVATE_KEY")?;
+            let signer = TokenSigner::new(pair, config.token.clone())?;
+            codeops_identity::spec(
+                db,
+                codeops_identity::IdentityConfig {
+                    signer: Arc::new(signer),
+                    public_keys: vec![config.keys.public.clone()],
+                    refresh_ttl: config.refresh_ttl,
+                    bcrypt_cost: config.bcrypt_cost,
+                },
+            )
+        }
+        Service::Planning => codeops_planning::spec(db),
+        Service::Decision => codeops_decision::spec(db),
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,63 @@
+//! `codeops tenant create`: the operator's way to add a tenant and its
+//! first owner without going through gRPC.
+
+use clap::Args;
+use codeops_identity::Hasher;
+use codeops_identity::tenants::{NewTenant, create_tenant};
+use codeops_platform::Db;
+use codeops_tenant::RequestMeta;
+
+use crate::config::DbArgs;
+
+#[derive(Args, Clone, Debug)]
+pub struct CreateTenantArgs {
+    #[arg(long)]
+    pub name: String,
+    /// Lowercase letters, digits and dashes; users log in with it.
+    #[arg(long)]
+    pub slug: String,
+    #[arg(long)]
+    pub owner_email: String,
+    #[arg(long, default_value = "Owner")]
+    pub owner_first_name: String,
+    #[arg(long, default_value = "Account")]
+    pub owner_last_name: String,
+    /// Initial owner password; generated and printed when omitted.
+    #[arg(long, env = "CODEOPS_OWNER_PASSWORD", hide_env_values = true)]
+    pub owner_password: Option<String>,
+    #[arg(long, env = "CODEOPS_BCRYPT_COST", default_value_t = 12)]
+    pub bcrypt_cost: u32,
+}
+
+pub async fn create(db: DbArgs, args: CreateTenantArgs) -> anyhow::Result<()> {
+    let url = db.url()?;
+    let pool = Db::connect(&db.options(url)).await?;
+    let meta = RequestMeta {
+        request_id: format!("cli-{}", uuid::Uuid::new_v4()),
+        peer_ip: None,
+        user_agent: Some("codeops tenant create".into()),
+    };
+    let created = create_tenant(
+        &pool,
+        NewTenant {
+            name: args.name,
+            slug: args.slug,
+            logo_url: String::new(),
+            owner_email: args.owner_email,
+            owner_first_name: args.owner_first_name,
+            owner_last_name: args.owner_last_name,
+            owner_password: args.owner_password.unwrap_or_default(),
+        },
+        &Hasher::new(args.bcrypt_cost),
+        &meta,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(tonic::Status::from(e).message().to_owned()))?;
+    pool.close().await;
+    println!("tenant {} ({}) created", created.tenant_id, created.slug);
+    println!("owner {} ({})", created.owner_id, created.owner_email);
+    if let Some(password) = created.generated_password {
+        println!("owner password (shown once): {password}");
+    }
+    Ok(())
+}
