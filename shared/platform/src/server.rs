@@ -63,14 +63,20 @@ pub async fn serve(
     set_status(&reporter, spec.grpc_services, ServingStatus::Serving).await;
     let watcher = tokio::spawn(watch_database(db.clone(), reporter.clone(), spec.grpc_services));
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(codeops_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection lists what this port serves, not every CodeOps service.
+    let reflection = || {
+        spec.grpc_services.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(codeops_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name("grpc.health.v1.Health"),
+            |builder, service| builder.with_service_name(*service),
+        )
+    };
+    let reflection_v1 = reflection()
         .build_v1()
         .expect("descriptor sets are generated at build time and valid");
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(codeops_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1alpha = reflection()
         .build_v1alpha()
         .expect("descriptor sets are generated at build time and valid");
 

@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod grpc;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -481,16 +482,6 @@ impl TestApp {
     /// A superuser pool on this app's database.
     pub async fn admin_pool(&self) -> PgPool {
         self.db.admin_pool().await
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        // Stop serving before the database goes away; the tasks end with
-        // the test's runtime in any case.
-        if let Some(suite) = self.suite.take() {
-            drop(suite);
-        }
     }
 }
 
