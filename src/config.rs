@@ -26,9 +26,9 @@ pub struct DbArgs {
 
 impl DbArgs {
     pub fn url(&self) -> anyhow::Result<&str> {
-        self.database_url
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL is not set (flag --database-url or environment variable)"))
+        self.database_url.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("DATABASE_URL is not set (flag --database-url or environment variable)")
+        })
     }
 
     pub fn options(&self, url: &str) -> DbOptions {
@@ -85,7 +85,12 @@ impl ServeArgs {
     }
 
     /// `ephemeral_key_ok`: generate a key pair when none is configured.
-    pub fn suite_config(&self, db: &DbArgs, url: &str, ephemeral_key_ok: bool) -> anyhow::Result<SuiteConfig> {
+    pub fn suite_config(
+        &self,
+        db: &DbArgs,
+        url: &str,
+        ephemeral_key_ok: bool,
+    ) -> anyhow::Result<SuiteConfig> {
         let keys = Keys::load(
             self.jwt_private_key.as_deref(),
             self.jwt_public_key.as_deref(),

@@ -8,8 +8,8 @@ use anyhow::Context;
 use codeops_pgcluster::Cluster;
 
 use crate::config::{DbArgs, ServeArgs};
-use crate::suite::{self, Service};
 use crate::schema;
+use crate::suite::{self, Service};
 
 /// Logins the seeds create (every password is `password123`).
 pub const SEEDED_LOGINS: &[(&str, &str, &str)] = &[
@@ -31,7 +31,10 @@ pub async fn run(db: DbArgs, serve: ServeArgs) -> anyhow::Result<()> {
                 .context("cannot start a private PostgreSQL cluster")?;
             create_database(&cluster.url(), "codeops").await?;
             let url = cluster.database_url("codeops");
-            println!("private PostgreSQL at 127.0.0.1:{} (stops with this command)", cluster.port());
+            println!(
+                "private PostgreSQL at 127.0.0.1:{} (stops with this command)",
+                cluster.port()
+            );
             (url, Some(cluster))
         }
     };
@@ -81,12 +84,15 @@ async fn run_with(url: &str, db: &DbArgs, serve: &ServeArgs) -> anyhow::Result<(
 async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(admin_url).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
     if !exists {
-        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await?;
+        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await?;
     }
     conn.close().await?;
     Ok(())

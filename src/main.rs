@@ -10,10 +10,19 @@ use codeops::{dev, schema, tenant_cli};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "codeops", version, about = "CodeOps: outcomes, hypotheses and decisions as gRPC services")]
+#[command(
+    name = "codeops",
+    version,
+    about = "CodeOps: outcomes, hypotheses and decisions as gRPC services"
+)]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, env = "CODEOPS_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "CODEOPS_LOG_FORMAT",
+        default_value = "text"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -83,7 +92,10 @@ enum ServeTarget {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("codeops: cannot start the async runtime: {e}");
@@ -143,8 +155,11 @@ async fn serve_command(target: ServeTarget, db: DbArgs, serve: ServeArgs) -> any
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -11,11 +11,23 @@ pub const SEED_FILES: &[(&str, &str)] = &[
     ("01_tenants.sql", include_str!("../seeds/01_tenants.sql")),
     ("02_users.sql", include_str!("../seeds/02_users.sql")),
     ("03_teams.sql", include_str!("../seeds/03_teams.sql")),
-    ("04_stakeholders.sql", include_str!("../seeds/04_stakeholders.sql")),
+    (
+        "04_stakeholders.sql",
+        include_str!("../seeds/04_stakeholders.sql"),
+    ),
     ("05_outcomes.sql", include_str!("../seeds/05_outcomes.sql")),
-    ("06_hypotheses.sql", include_str!("../seeds/06_hypotheses.sql")),
-    ("07_decisions.sql", include_str!("../seeds/07_decisions.sql")),
-    ("08_decision_comments.sql", include_str!("../seeds/08_decision_comments.sql")),
+    (
+        "06_hypotheses.sql",
+        include_str!("../seeds/06_hypotheses.sql"),
+    ),
+    (
+        "07_decisions.sql",
+        include_str!("../seeds/07_decisions.sql"),
+    ),
+    (
+        "08_decision_comments.sql",
+        include_str!("../seeds/08_decision_comments.sql"),
+    ),
 ];
 
 async fn owner_pool(url: &str) -> anyhow::Result<PgPool> {

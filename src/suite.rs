@@ -45,7 +45,11 @@ pub struct Keys {
 impl Keys {
     /// From configuration. `ephemeral_ok`: with no key configured, generate
     /// one (dev, and `serve all` where every service shares the process).
-    pub fn load(private: Option<&str>, public: Option<&str>, ephemeral_ok: bool) -> anyhow::Result<Keys> {
+    pub fn load(
+        private: Option<&str>,
+        public: Option<&str>,
+        ephemeral_ok: bool,
+    ) -> anyhow::Result<Keys> {
         if let Some(private) = private {
             let pair = KeyPair::from_pkcs8_pem(&read_pem(private)?)?;
             let public = pair.public_key();
@@ -99,7 +103,10 @@ pub struct Suite {
 
 impl Suite {
     pub fn addr(&self, service: Service) -> Option<SocketAddr> {
-        self.addrs.iter().find(|(s, _)| *s == service).map(|(_, a)| *a)
+        self.addrs
+            .iter()
+            .find(|(s, _)| *s == service)
+            .map(|(_, a)| *a)
     }
 
     /// Health flips to NOT_SERVING, in-flight calls finish, pools close.
@@ -122,7 +129,10 @@ impl Suite {
 
 /// Binds every listener first (a taken port fails before anything starts),
 /// then serves each service with its own pool.
-pub async fn start(config: &SuiteConfig, services: &[(Service, SocketAddr)]) -> anyhow::Result<Suite> {
+pub async fn start(
+    config: &SuiteConfig,
+    services: &[(Service, SocketAddr)],
+) -> anyhow::Result<Suite> {
     let mut listeners = Vec::new();
     for (service, addr) in services {
         let listener = TcpListener::bind(addr)
@@ -131,7 +141,10 @@ pub async fn start(config: &SuiteConfig, services: &[(Service, SocketAddr)]) -> 
         listeners.push((*service, listener));
     }
 
-    let verifier = Arc::new(TokenVerifier::new(std::slice::from_ref(&config.keys.public), &config.token)?);
+    let verifier = Arc::new(TokenVerifier::new(
+        std::slice::from_ref(&config.keys.public),
+        &config.token,
+    )?);
     let auth = AuthSettings {
         verifier,
         operator_token_sha256: config.operator_token.as_deref().map(operator_token_digest),

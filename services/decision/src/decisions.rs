@@ -5,7 +5,8 @@ use codeops_platform::convert::{enum_to_db, etag, id_string, opt_timestamp};
 use codeops_platform::{ApiError, Cursor, Db, Page, Violations};
 use codeops_proto::decision::decision_service_server::DecisionService;
 use codeops_proto::decision::{
-    Decision, DecisionPriority, DecisionStatus, GetDecisionRequest, ListDecisionsRequest, ListDecisionsResponse,
+    Decision, DecisionPriority, DecisionStatus, GetDecisionRequest, ListDecisionsRequest,
+    ListDecisionsResponse,
 };
 use codeops_tenant::RequestExt;
 use tonic::{Request, Response, Status};
@@ -55,9 +56,11 @@ impl DecisionRow {
     }
 
     fn into_proto(self) -> Decision {
-        let status = DecisionStatus::from_str_name(&format!("DECISION_STATUS_{}", self.status)).unwrap_or_default();
+        let status = DecisionStatus::from_str_name(&format!("DECISION_STATUS_{}", self.status))
+            .unwrap_or_default();
         let priority =
-            DecisionPriority::from_str_name(&format!("DECISION_PRIORITY_{}", self.priority)).unwrap_or_default();
+            DecisionPriority::from_str_name(&format!("DECISION_PRIORITY_{}", self.priority))
+                .unwrap_or_default();
         Decision {
             id: self.id.to_string(),
             title: self.title,
@@ -84,19 +87,23 @@ impl DecisionRow {
 
 #[tonic::async_trait]
 impl DecisionService for Decisions {
-    async fn get_decision(&self, request: Request<GetDecisionRequest>) -> Result<Response<Decision>, Status> {
+    async fn get_decision(
+        &self,
+        request: Request<GetDecisionRequest>,
+    ) -> Result<Response<Decision>, Status> {
         let ctx = request.tenant()?;
         let mut v = Violations::new();
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
-        let row: Option<DecisionRow> =
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM core.decisions WHERE tenant_id = $1 AND id = $2"))
-                .bind(ctx.tenant_id)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(ApiError::from)?;
+        let row: Option<DecisionRow> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM core.decisions WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(ctx.tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
         tx.commit().await.map_err(ApiError::from)?;
         let row = row.ok_or(ApiError::NotFound("decision"))?;
         Ok(Response::new(row.into_proto()))

@@ -51,7 +51,8 @@ impl AuditRow {
             actor_id: self.actor_id.map(|id| id.to_string()).unwrap_or_default(),
             actor_name: self.actor_name.unwrap_or_default(),
             actor_email: self.actor_email.unwrap_or_default(),
-            action: AuditAction::from_str_name(&format!("AUDIT_ACTION_{}", self.action)).unwrap_or_default() as i32,
+            action: AuditAction::from_str_name(&format!("AUDIT_ACTION_{}", self.action))
+                .unwrap_or_default() as i32,
             entity_type: self.entity_type,
             entity_id: self.entity_id.to_string(),
             entity_title: self.entity_title.unwrap_or_default(),
@@ -101,7 +102,8 @@ impl AuditService for Svc {
         {
             v.add("end_time", "must not be before start_time");
         }
-        let filters = format!("{entity_type:?}|{entity_id:?}|{actor_id:?}|{action:?}|{start:?}|{end:?}");
+        let filters =
+            format!("{entity_type:?}|{entity_id:?}|{actor_id:?}|{action:?}|{start:?}|{end:?}");
         let page = Page::parse(req.page_size, &req.page_token, &filters, &mut v);
         v.finish()?;
 

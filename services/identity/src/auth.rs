@@ -12,8 +12,8 @@ use codeops_platform::{ApiError, Tx, Violations};
 use codeops_proto::identity::auth_service_server::AuthService;
 use codeops_proto::identity::{
     ChangePasswordRequest, ChangePasswordResponse, GetCurrentUserRequest, GetPublicKeysRequest,
-    GetPublicKeysResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, PublicKey, RefreshRequest,
-    RefreshResponse, TokenPair, User,
+    GetPublicKeysResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, PublicKey,
+    RefreshRequest, RefreshResponse, TokenPair, User,
 };
 use codeops_tenant::{RequestExt, RequestMeta, Subject};
 use sha2::{Digest, Sha256};
@@ -39,10 +39,21 @@ fn tenant_open(status: Option<&str>) -> bool {
 /// Only the SHA-256 of the whole token is stored.
 fn new_refresh_token(tenant_id: Uuid) -> Result<(String, String), ApiError> {
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
+    getrandom::fill(&mut secret)
+        .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
     let token = format!("{}.{}", tenant_id.simple(), URL_SAFE_NO_PAD.encode(secret));
     let hash = token_hash(&token);
     Ok((token, hash))
+}
+
+#[derive(sqlx::FromRow)]
+struct RefreshTokenRow {
+    id: Uuid,
+    user_id: Uuid,
+    family_id: Uuid,
+    expires_at: DateTime<Utc>,
+    used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
 }
 
 fn token_hash(token: &str) -> String {
@@ -60,7 +71,12 @@ fn refresh_token_tenant(token: &str) -> Option<Uuid> {
 
 impl Svc {
     /// Issues an access token and a refresh token of `family`.
-    async fn issue_tokens(&self, tx: &mut Tx, user: &UserRow, family: Uuid) -> Result<TokenPair, ApiError> {
+    async fn issue_tokens(
+        &self,
+        tx: &mut Tx,
+        user: &UserRow,
+        family: Uuid,
+    ) -> Result<TokenPair, ApiError> {
         let (refresh_token, hash) = new_refresh_token(user.tenant_id)?;
         let refresh_expires: DateTime<Utc> = Utc::now()
             + chrono::Duration::from_std(self.config.refresh_ttl).map_err(ApiError::internal)?;
@@ -101,21 +117,30 @@ impl Svc {
     }
 
     async fn tenant_status(tx: &mut Tx, tenant_id: Uuid) -> Result<Option<String>, ApiError> {
-        Ok(sqlx::query_scalar("SELECT status FROM core.tenants WHERE id = $1")
-            .bind(tenant_id)
-            .fetch_optional(&mut **tx)
-            .await?
-            .flatten())
+        Ok(
+            sqlx::query_scalar("SELECT status FROM core.tenants WHERE id = $1")
+                .bind(tenant_id)
+                .fetch_optional(&mut **tx)
+                .await?
+                .flatten(),
+        )
     }
 
-    async fn login(&self, req: &LoginRequest, meta: &RequestMeta) -> Result<LoginResponse, ApiError> {
+    async fn login(
+        &self,
+        req: &LoginRequest,
+        meta: &RequestMeta,
+    ) -> Result<LoginResponse, ApiError> {
         let mut v = Violations::new();
         let slug = v.required("tenant_slug", &req.tenant_slug, SHORT_TEXT);
         let email = v.required("email", &req.email, SHORT_TEXT).to_lowercase();
         if req.password.is_empty() {
             v.add("password", "is required");
         } else if req.password.len() > MAX_PASSWORD_BYTES {
-            v.add("password", format!("must be at most {MAX_PASSWORD_BYTES} bytes"));
+            v.add(
+                "password",
+                format!("must be at most {MAX_PASSWORD_BYTES} bytes"),
+            );
         }
         v.finish()?;
 
@@ -130,10 +155,11 @@ impl Svc {
         // Resolve the tenant through the one narrow cross-tenant path, then
         // scope the rest of the transaction to it.
         let mut tx = self.db.untenanted_tx().await?;
-        let tenant: Option<(Uuid, Option<String>)> = sqlx::query_as("SELECT id, status FROM core.tenant_for_login($1)")
-            .bind(&slug)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let tenant: Option<(Uuid, Option<String>)> =
+            sqlx::query_as("SELECT id, status FROM core.tenant_for_login($1)")
+                .bind(&slug)
+                .fetch_optional(&mut *tx)
+                .await?;
         let mut user = None;
         let mut tenant_ok = false;
         if let Some((tenant_id, status)) = &tenant {
@@ -145,7 +171,10 @@ impl Svc {
         // user, so every failure takes about as long as a success.
         let password_ok = self
             .passwords
-            .verify(req.password.clone(), user.as_ref().map(|u| u.password_hash.clone()))
+            .verify(
+                req.password.clone(),
+                user.as_ref().map(|u| u.password_hash.clone()),
+            )
             .await?;
         let user = match user {
             Some(user) if password_ok && tenant_ok && user.active() => user,
@@ -169,7 +198,12 @@ impl Svc {
             email: Some(&user.email),
             meta,
         };
-        audit::record(&mut tx, &actor, AuditEntry::new("LOGIN", "user", user.id).title(&user.email)).await?;
+        audit::record(
+            &mut tx,
+            &actor,
+            AuditEntry::new("LOGIN", "user", user.id).title(&user.email),
+        )
+        .await?;
         let user = users::get(&mut tx, user.tenant_id, user.id).await?;
         tx.commit().await?;
         Ok(LoginResponse {
@@ -179,9 +213,10 @@ impl Svc {
     }
 
     async fn refresh(&self, req: &RefreshRequest) -> Result<RefreshResponse, ApiError> {
-        let tenant_id = refresh_token_tenant(&req.refresh_token).ok_or(ApiError::Unauthenticated(BAD_REFRESH))?;
+        let tenant_id = refresh_token_tenant(&req.refresh_token)
+            .ok_or(ApiError::Unauthenticated(BAD_REFRESH))?;
         let mut tx = self.db.tenant_tx(tenant_id).await?;
-        let row: Option<(Uuid, Uuid, Uuid, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
+        let row: Option<RefreshTokenRow> =
             sqlx::query_as(
                 "SELECT id, user_id, family_id, expires_at, used_at, revoked_at FROM core.refresh_tokens \
                  WHERE tenant_id = $1 AND token_hash = $2 FOR UPDATE",
@@ -190,7 +225,15 @@ impl Svc {
             .bind(token_hash(&req.refresh_token))
             .fetch_optional(&mut *tx)
             .await?;
-        let Some((id, user_id, family, expires_at, used_at, revoked_at)) = row else {
+        let Some(RefreshTokenRow {
+            id,
+            user_id,
+            family_id: family,
+            expires_at,
+            used_at,
+            revoked_at,
+        }) = row
+        else {
             return Err(ApiError::Unauthenticated(BAD_REFRESH));
         };
         if revoked_at.is_some() || expires_at <= Utc::now() {
@@ -209,36 +252,53 @@ impl Svc {
             .await?;
             tx.commit().await?;
             tracing::warn!(%tenant_id, %user_id, "refresh token reuse: session revoked");
-            return Err(ApiError::Unauthenticated("refresh token reuse detected; the session is revoked"));
+            return Err(ApiError::Unauthenticated(
+                "refresh token reuse detected; the session is revoked",
+            ));
         }
         let user = users::find_by_id(&mut tx, tenant_id, user_id).await?;
         let tenant_ok = tenant_open(Self::tenant_status(&mut tx, tenant_id).await?.as_deref());
         let Some(user) = user.filter(|u| u.active() && tenant_ok) else {
             return Err(ApiError::Unauthenticated(BAD_REFRESH));
         };
-        sqlx::query("UPDATE core.refresh_tokens SET used_at = now() WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE core.refresh_tokens SET used_at = now() WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         let tokens = self.issue_tokens(&mut tx, &user, family).await?;
         tx.commit().await?;
-        Ok(RefreshResponse { tokens: Some(tokens) })
+        Ok(RefreshResponse {
+            tokens: Some(tokens),
+        })
     }
 }
 
 #[tonic::async_trait]
 impl AuthService for Svc {
-    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+    async fn login(
+        &self,
+        request: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
         let meta = request.meta();
-        Ok(Response::new(Svc::login(self, request.get_ref(), &meta).await?))
+        Ok(Response::new(
+            Svc::login(self, request.get_ref(), &meta).await?,
+        ))
     }
 
-    async fn refresh(&self, request: Request<RefreshRequest>) -> Result<Response<RefreshResponse>, Status> {
+    async fn refresh(
+        &self,
+        request: Request<RefreshRequest>,
+    ) -> Result<Response<RefreshResponse>, Status> {
         Ok(Response::new(Svc::refresh(self, request.get_ref()).await?))
     }
 
-    async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
+    async fn logout(
+        &self,
+        request: Request<LogoutRequest>,
+    ) -> Result<Response<LogoutResponse>, Status> {
         let ctx = request.tenant()?;
         let token = &request.get_ref().refresh_token;
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
@@ -291,13 +351,19 @@ impl AuthService for Svc {
         v.finish()?;
         let throttle_key = LoginThrottle::key(&ctx.tenant_id.to_string(), &ctx.email);
         if self.throttle.locked_for(&throttle_key).is_some() {
-            return Err(ApiError::ResourceExhausted("too many wrong passwords; retry later".into()).into());
+            return Err(ApiError::ResourceExhausted(
+                "too many wrong passwords; retry later".into(),
+            )
+            .into());
         }
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         let user = users::get(&mut tx, ctx.tenant_id, ctx.user_id).await?;
         let ok = self
             .passwords
-            .verify(req.current_password.clone(), Some(user.password_hash.clone()))
+            .verify(
+                req.current_password.clone(),
+                Some(user.password_hash.clone()),
+            )
             .await?;
         if !ok {
             self.throttle.record_failure(&throttle_key);
@@ -327,7 +393,10 @@ impl AuthService for Svc {
         }))
     }
 
-    async fn get_current_user(&self, request: Request<GetCurrentUserRequest>) -> Result<Response<User>, Status> {
+    async fn get_current_user(
+        &self,
+        request: Request<GetCurrentUserRequest>,
+    ) -> Result<Response<User>, Status> {
         let ctx = request.tenant()?;
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         let user = users::find_by_id(&mut tx, ctx.tenant_id, ctx.user_id).await?;

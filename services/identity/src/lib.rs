@@ -56,36 +56,117 @@ pub const ACCESS: &[MethodAccess] = &[
     rpc("/codeops.identity.v1.AuthService/Refresh", Public),
     rpc("/codeops.identity.v1.AuthService/GetPublicKeys", Public),
     rpc("/codeops.identity.v1.AuthService/Logout", Authenticated),
-    rpc("/codeops.identity.v1.AuthService/ChangePassword", Authenticated),
-    rpc("/codeops.identity.v1.AuthService/GetCurrentUser", Authenticated),
-    rpc("/codeops.identity.v1.TenantService/GetTenant", Require(P::TenantRead)),
-    rpc("/codeops.identity.v1.TenantService/UpdateTenant", Require(P::TenantManage)),
+    rpc(
+        "/codeops.identity.v1.AuthService/ChangePassword",
+        Authenticated,
+    ),
+    rpc(
+        "/codeops.identity.v1.AuthService/GetCurrentUser",
+        Authenticated,
+    ),
+    rpc(
+        "/codeops.identity.v1.TenantService/GetTenant",
+        Require(P::TenantRead),
+    ),
+    rpc(
+        "/codeops.identity.v1.TenantService/UpdateTenant",
+        Require(P::TenantManage),
+    ),
     rpc("/codeops.identity.v1.TenantService/CreateTenant", Operator),
     rpc("/codeops.identity.v1.TenantService/SuspendTenant", Operator),
-    rpc("/codeops.identity.v1.TenantService/ReactivateTenant", Operator),
+    rpc(
+        "/codeops.identity.v1.TenantService/ReactivateTenant",
+        Operator,
+    ),
     rpc("/codeops.identity.v1.TenantService/CancelTenant", Operator),
-    rpc("/codeops.identity.v1.UserService/CreateUser", Require(P::UserManage)),
-    rpc("/codeops.identity.v1.UserService/GetUser", Require(P::UserRead)),
-    rpc("/codeops.identity.v1.UserService/ListUsers", Require(P::UserRead)),
-    rpc("/codeops.identity.v1.UserService/UpdateUser", Require(P::UserManage)),
-    rpc("/codeops.identity.v1.UserService/DeactivateUser", Require(P::UserManage)),
-    rpc("/codeops.identity.v1.UserService/AssignRole", Require(P::UserManage)),
-    rpc("/codeops.identity.v1.RoleService/ListRoles", Require(P::RoleRead)),
-    rpc("/codeops.identity.v1.RoleService/GetRole", Require(P::RoleRead)),
-    rpc("/codeops.identity.v1.RoleService/CreateRole", Require(P::RoleManage)),
-    rpc("/codeops.identity.v1.RoleService/UpdateRole", Require(P::RoleManage)),
-    rpc("/codeops.identity.v1.RoleService/DeleteRole", Require(P::RoleManage)),
-    rpc("/codeops.identity.v1.RoleService/ListPermissions", Require(P::RoleRead)),
-    rpc("/codeops.identity.v1.RoleService/SetRolePermissions", Require(P::RoleManage)),
-    rpc("/codeops.identity.v1.TeamService/CreateTeam", Require(P::TeamManage)),
-    rpc("/codeops.identity.v1.TeamService/GetTeam", Require(P::TeamRead)),
-    rpc("/codeops.identity.v1.TeamService/ListTeams", Require(P::TeamRead)),
-    rpc("/codeops.identity.v1.TeamService/UpdateTeam", Require(P::TeamManage)),
-    rpc("/codeops.identity.v1.TeamService/DeleteTeam", Require(P::TeamManage)),
-    rpc("/codeops.identity.v1.TeamService/AddTeamMember", Require(P::TeamManage)),
-    rpc("/codeops.identity.v1.TeamService/RemoveTeamMember", Require(P::TeamManage)),
-    rpc("/codeops.identity.v1.TeamService/ListTeamMembers", Require(P::TeamRead)),
-    rpc("/codeops.identity.v1.AuditService/ListAuditLogs", Require(P::AuditRead)),
+    rpc(
+        "/codeops.identity.v1.UserService/CreateUser",
+        Require(P::UserManage),
+    ),
+    rpc(
+        "/codeops.identity.v1.UserService/GetUser",
+        Require(P::UserRead),
+    ),
+    rpc(
+        "/codeops.identity.v1.UserService/ListUsers",
+        Require(P::UserRead),
+    ),
+    rpc(
+        "/codeops.identity.v1.UserService/UpdateUser",
+        Require(P::UserManage),
+    ),
+    rpc(
+        "/codeops.identity.v1.UserService/DeactivateUser",
+        Require(P::UserManage),
+    ),
+    rpc(
+        "/codeops.identity.v1.UserService/AssignRole",
+        Require(P::UserManage),
+    ),
+    rpc(
+        "/codeops.identity.v1.RoleService/ListRoles",
+        Require(P::RoleRead),
+    ),
+    rpc(
+        "/codeops.identity.v1.RoleService/GetRole",
+        Require(P::RoleRead),
+    ),
+    rpc(
+        "/codeops.identity.v1.RoleService/CreateRole",
+        Require(P::RoleManage),
+    ),
+    rpc(
+        "/codeops.identity.v1.RoleService/UpdateRole",
+        Require(P::RoleManage),
+    ),
+    rpc(
+        "/codeops.identity.v1.RoleService/DeleteRole",
+        Require(P::RoleManage),
+    ),
+    rpc(
+        "/codeops.identity.v1.RoleService/ListPermissions",
+        Require(P::RoleRead),
+    ),
+    rpc(
+        "/codeops.identity.v1.RoleService/SetRolePermissions",
+        Require(P::RoleManage),
+    ),
+    rpc(
+        "/codeops.identity.v1.TeamService/CreateTeam",
+        Require(P::TeamManage),
+    ),
+    rpc(
+        "/codeops.identity.v1.TeamService/GetTeam",
+        Require(P::TeamRead),
+    ),
+    rpc(
+        "/codeops.identity.v1.TeamService/ListTeams",
+        Require(P::TeamRead),
+    ),
+    rpc(
+        "/codeops.identity.v1.TeamService/UpdateTeam",
+        Require(P::TeamManage),
+    ),
+    rpc(
+        "/codeops.identity.v1.TeamService/DeleteTeam",
+        Require(P::TeamManage),
+    ),
+    rpc(
+        "/codeops.identity.v1.TeamService/AddTeamMember",
+        Require(P::TeamManage),
+    ),
+    rpc(
+        "/codeops.identity.v1.TeamService/RemoveTeamMember",
+        Require(P::TeamManage),
+    ),
+    rpc(
+        "/codeops.identity.v1.TeamService/ListTeamMembers",
+        Require(P::TeamRead),
+    ),
+    rpc(
+        "/codeops.identity.v1.AuditService/ListAuditLogs",
+        Require(P::AuditRead),
+    ),
 ];
 
 pub const GRPC_SERVICES: &[&str] = &[
@@ -119,7 +200,9 @@ impl std::ops::Deref for Svc {
 
 macro_rules! compressed {
     ($server:ident, $svc:expr) => {
-        $server::new($svc.clone()).accept_compressed(Gzip).send_compressed(Gzip)
+        $server::new($svc.clone())
+            .accept_compressed(Gzip)
+            .send_compressed(Gzip)
     };
 }
 

@@ -21,11 +21,14 @@ pub struct Hasher {
 
 impl Hasher {
     pub fn new(cost: u32) -> Self {
-        let parallelism = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let parallelism = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         Self {
             cost,
             permits: Arc::new(Semaphore::new(parallelism)),
-            dummy_hash: bcrypt::hash("codeops-dummy-password", cost).expect("bcrypt cost is validated by config"),
+            dummy_hash: bcrypt::hash("codeops-dummy-password", cost)
+                .expect("bcrypt cost is validated by config"),
         }
     }
 
@@ -39,7 +42,10 @@ impl Hasher {
     pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, ApiError> {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
-        let ok = self.run(move || bcrypt::verify(password, &hash)).await.unwrap_or(false);
+        let ok = self
+            .run(move || bcrypt::verify(password, &hash))
+            .await
+            .unwrap_or(false);
         Ok(ok && known)
     }
 
@@ -61,8 +67,11 @@ pub fn check_new_password(v: &mut Violations, field: &str, password: &str, email
     if password.len() > MAX_PASSWORD_BYTES {
         v.add(field, format!("must be at most {MAX_PASSWORD_BYTES} bytes"));
     } else if password.chars().count() < MIN_PASSWORD_CHARS {
-        v.add(field, format!("must be at least {MIN_PASSWORD_CHARS} characters"));
-    } else if password.chars().all(|c| Some(c) == password.chars().next()) {
+        v.add(
+            field,
+            format!("must be at least {MIN_PASSWORD_CHARS} characters"),
+        );
+    } else if password.chars().all(|c| password.starts_with(c)) {
         v.add(field, "must not repeat one character");
     } else if !email.is_empty() && password.eq_ignore_ascii_case(email) {
         v.add(field, "must not be the e-mail address");

@@ -7,9 +7,10 @@ use codeops_platform::validate::{SHORT_TEXT, check_etag};
 use codeops_platform::{ApiError, Cursor, Page, Violations};
 use codeops_proto::identity::role_service_server::RoleService;
 use codeops_proto::identity::{
-    CreateRoleRequest, DeleteRoleRequest, DeleteRoleResponse, GetRoleRequest, ListPermissionsRequest,
-    ListPermissionsResponse, ListRolesRequest, ListRolesResponse, Permission as PermissionProto, Role, RoleCategory,
-    RoleLevel, SetRolePermissionsRequest, UpdateRoleRequest,
+    CreateRoleRequest, DeleteRoleRequest, DeleteRoleResponse, GetRoleRequest,
+    ListPermissionsRequest, ListPermissionsResponse, ListRolesRequest, ListRolesResponse,
+    Permission as PermissionProto, Role, RoleCategory, RoleLevel, SetRolePermissionsRequest,
+    UpdateRoleRequest,
 };
 use codeops_tenant::{Permission, PermissionSet, RequestExt};
 use serde_json::json;
@@ -42,7 +43,10 @@ const ROLE_SELECT: &str = "SELECT r.id, r.tenant_id, r.code, r.name, r.descripti
 
 impl RoleRow {
     pub fn permission_set(&self) -> PermissionSet {
-        self.permissions.iter().filter_map(|c| Permission::from_code(c)).collect()
+        self.permissions
+            .iter()
+            .filter_map(|c| Permission::from_code(c))
+            .collect()
     }
 
     fn is_system(&self) -> bool {
@@ -70,9 +74,10 @@ impl RoleRow {
             code: self.code,
             name: self.name,
             description: self.description.unwrap_or_default(),
-            category: RoleCategory::from_str_name(&format!("ROLE_CATEGORY_{}", self.category)).unwrap_or_default()
-                as i32,
-            level: RoleLevel::from_str_name(&format!("ROLE_LEVEL_{}", self.level)).unwrap_or_default() as i32,
+            category: RoleCategory::from_str_name(&format!("ROLE_CATEGORY_{}", self.category))
+                .unwrap_or_default() as i32,
+            level: RoleLevel::from_str_name(&format!("ROLE_LEVEL_{}", self.level))
+                .unwrap_or_default() as i32,
             permissions: self.permissions,
             create_time: opt_timestamp(self.created_at),
             update_time: opt_timestamp(self.updated_at),
@@ -87,24 +92,32 @@ pub(crate) async fn load_visible_role(
     tenant_id: Uuid,
     id: Uuid,
 ) -> Result<Option<RoleRow>, ApiError> {
-    Ok(
-        sqlx::query_as(&format!("{ROLE_SELECT} WHERE r.id = $2 AND (r.tenant_id IS NULL OR r.tenant_id = $1)"))
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(&format!(
+        "{ROLE_SELECT} WHERE r.id = $2 AND (r.tenant_id IS NULL OR r.tenant_id = $1)"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
 }
 
 async fn get(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<RoleRow, ApiError> {
-    load_visible_role(conn, tenant_id, id).await?.ok_or(ApiError::NotFound("role"))
+    load_visible_role(conn, tenant_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("role"))
 }
 
 /// A custom role of the tenant, locked; system roles are read-only.
-async fn get_custom_for_update(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<RoleRow, ApiError> {
+async fn get_custom_for_update(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<RoleRow, ApiError> {
     let role = get(&mut *conn, tenant_id, id).await?;
     if role.is_system() {
-        return Err(ApiError::FailedPrecondition("system roles are read-only".into()));
+        return Err(ApiError::FailedPrecondition(
+            "system roles are read-only".into(),
+        ));
     }
     sqlx::query("SELECT 1 FROM core.roles WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
         .bind(tenant_id)
@@ -119,13 +132,20 @@ fn parse_permission_codes(v: &mut Violations, field: &str, codes: &[String]) -> 
     for (i, code) in codes.iter().enumerate() {
         match Permission::from_code(code) {
             Some(p) => set.insert(p),
-            None => v.add(format!("{field}[{i}]"), format!("unknown permission {code:?}")),
+            None => v.add(
+                format!("{field}[{i}]"),
+                format!("unknown permission {code:?}"),
+            ),
         }
     }
     set
 }
 
-async fn replace_permissions(conn: &mut PgConnection, role_id: Uuid, set: PermissionSet) -> Result<(), ApiError> {
+async fn replace_permissions(
+    conn: &mut PgConnection,
+    role_id: Uuid,
+    set: PermissionSet,
+) -> Result<(), ApiError> {
     sqlx::query("DELETE FROM core.role_permissions WHERE role_id = $1")
         .bind(role_id)
         .execute(&mut *conn)
@@ -143,15 +163,25 @@ async fn replace_permissions(conn: &mut PgConnection, role_id: Uuid, set: Permis
 
 fn role_code(v: &mut Violations, value: &str) -> String {
     let code = v.required("role.code", value, SHORT_TEXT);
-    if !code.is_empty() && !code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') {
-        v.add("role.code", "must be uppercase letters, digits and underscores");
+    if !code.is_empty()
+        && !code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        v.add(
+            "role.code",
+            "must be uppercase letters, digits and underscores",
+        );
     }
     code
 }
 
 #[tonic::async_trait]
 impl RoleService for Svc {
-    async fn list_roles(&self, request: Request<ListRolesRequest>) -> Result<Response<ListRolesResponse>, Status> {
+    async fn list_roles(
+        &self,
+        request: Request<ListRolesRequest>,
+    ) -> Result<Response<ListRolesResponse>, Status> {
         let ctx = request.tenant()?;
         let req = request.get_ref();
         let mut v = Violations::new();
@@ -189,7 +219,10 @@ impl RoleService for Svc {
         Ok(Response::new(role.into_proto()))
     }
 
-    async fn create_role(&self, request: Request<CreateRoleRequest>) -> Result<Response<Role>, Status> {
+    async fn create_role(
+        &self,
+        request: Request<CreateRoleRequest>,
+    ) -> Result<Response<Role>, Status> {
         let ctx = request.tenant()?;
         let role = request.get_ref().role.clone().unwrap_or_default();
         let mut v = Violations::new();
@@ -201,7 +234,8 @@ impl RoleService for Svc {
         let permissions = parse_permission_codes(&mut v, "role.permissions", &role.permissions);
         v.finish()?;
         ensure_can_grant(ctx, permissions)?;
-        let category = enum_to_db(category.unwrap_or_default().as_str_name(), "ROLE_CATEGORY_").to_owned();
+        let category =
+            enum_to_db(category.unwrap_or_default().as_str_name(), "ROLE_CATEGORY_").to_owned();
         let level = enum_to_db(level.unwrap_or_default().as_str_name(), "ROLE_LEVEL_").to_owned();
 
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
@@ -234,16 +268,23 @@ impl RoleService for Svc {
         Ok(Response::new(created.into_proto()))
     }
 
-    async fn update_role(&self, request: Request<UpdateRoleRequest>) -> Result<Response<Role>, Status> {
+    async fn update_role(
+        &self,
+        request: Request<UpdateRoleRequest>,
+    ) -> Result<Response<Role>, Status> {
         let ctx = request.tenant()?;
         let req = request.get_ref();
         let role = req.role.clone().unwrap_or_default();
         let mut v = Violations::new();
         let id = v.uuid("role.id", &role.id);
-        let paths = v.update_mask(req.update_mask.as_ref(), &["name", "description", "category", "level"]);
+        let paths = v.update_mask(
+            req.update_mask.as_ref(),
+            &["name", "description", "category", "level"],
+        );
         let has = |p: &str| paths.iter().any(|x| x == p);
         let name = has("name").then(|| v.required("role.name", &role.name, SHORT_TEXT));
-        let description = has("description").then(|| v.optional("role.description", &role.description, SHORT_TEXT));
+        let description = has("description")
+            .then(|| v.optional("role.description", &role.description, SHORT_TEXT));
         let category = has("category")
             .then(|| v.enum_value::<RoleCategory>("role.category", role.category))
             .flatten()
@@ -287,21 +328,28 @@ impl RoleService for Svc {
         Ok(Response::new(after.into_proto()))
     }
 
-    async fn delete_role(&self, request: Request<DeleteRoleRequest>) -> Result<Response<DeleteRoleResponse>, Status> {
+    async fn delete_role(
+        &self,
+        request: Request<DeleteRoleRequest>,
+    ) -> Result<Response<DeleteRoleResponse>, Status> {
         let ctx = request.tenant()?;
         let mut v = Violations::new();
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         let before = get_custom_for_update(&mut tx, ctx.tenant_id, id).await?;
-        let holders: i64 = sqlx::query_scalar("SELECT count(*) FROM core.users WHERE tenant_id = $1 AND role_id = $2")
-            .bind(ctx.tenant_id)
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(ApiError::from)?;
+        let holders: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM core.users WHERE tenant_id = $1 AND role_id = $2",
+        )
+        .bind(ctx.tenant_id)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
         if holders > 0 {
-            return Err(ApiError::FailedPrecondition(format!("role is held by {holders} user(s)")).into());
+            return Err(
+                ApiError::FailedPrecondition(format!("role is held by {holders} user(s)")).into(),
+            );
         }
         sqlx::query("DELETE FROM core.roles WHERE tenant_id = $1 AND id = $2")
             .bind(ctx.tenant_id)
@@ -327,11 +375,12 @@ impl RoleService for Svc {
     ) -> Result<Response<ListPermissionsResponse>, Status> {
         let ctx = request.tenant()?;
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
-        let rows: Vec<(Uuid, String, String, Option<String>, String)> =
-            sqlx::query_as("SELECT id, code, name, description, category FROM core.permissions ORDER BY code")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(ApiError::from)?;
+        let rows: Vec<(Uuid, String, String, Option<String>, String)> = sqlx::query_as(
+            "SELECT id, code, name, description, category FROM core.permissions ORDER BY code",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
         tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(ListPermissionsResponse {
             permissions: rows
@@ -364,12 +413,14 @@ impl RoleService for Svc {
         // must hold what is taken away too.
         ensure_can_grant(ctx, before.permission_set())?;
         replace_permissions(&mut tx, id, permissions).await?;
-        sqlx::query("UPDATE core.roles SET updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2")
-            .bind(ctx.tenant_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(ApiError::from)?;
+        sqlx::query(
+            "UPDATE core.roles SET updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(ctx.tenant_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
         let after = get(&mut tx, ctx.tenant_id, id).await?;
         audit::record(
             &mut tx,

@@ -2,14 +2,17 @@
 
 use chrono::{DateTime, Utc};
 use codeops_platform::audit::{self, Actor, AuditEntry};
-use codeops_platform::convert::{enum_to_db, etag, id_string, json_to_struct, opt_timestamp, struct_to_json};
+use codeops_platform::convert::{
+    enum_to_db, etag, id_string, json_to_struct, opt_timestamp, struct_to_json,
+};
 use codeops_platform::validate::{SHORT_TEXT, check_etag};
 use codeops_platform::{ApiError, Cursor, Page, Violations};
 use codeops_proto::identity::team_service_server::TeamService;
 use codeops_proto::identity::{
-    AddTeamMemberRequest, CreateTeamRequest, DeleteTeamRequest, GetTeamRequest, ListTeamMembersRequest,
-    ListTeamMembersResponse, ListTeamsRequest, ListTeamsResponse, RemoveTeamMemberRequest, RemoveTeamMemberResponse,
-    Team, TeamMember, TeamRole, UpdateTeamRequest,
+    AddTeamMemberRequest, CreateTeamRequest, DeleteTeamRequest, GetTeamRequest,
+    ListTeamMembersRequest, ListTeamMembersResponse, ListTeamsRequest, ListTeamsResponse,
+    RemoveTeamMemberRequest, RemoveTeamMemberResponse, Team, TeamMember, TeamRole,
+    UpdateTeamRequest,
 };
 use codeops_tenant::RequestExt;
 use serde_json::json;
@@ -83,18 +86,26 @@ async fn get(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<TeamR
         .ok_or(ApiError::NotFound("team"))
 }
 
-async fn get_for_update(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<TeamRow, ApiError> {
-    sqlx::query_as(&format!("{TEAM_SELECT} WHERE tenant_id = $1 AND id = $2 FOR UPDATE"))
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or(ApiError::NotFound("team"))
+async fn get_for_update(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<TeamRow, ApiError> {
+    sqlx::query_as(&format!(
+        "{TEAM_SELECT} WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(ApiError::NotFound("team"))
 }
 
 fn color(v: &mut Violations, value: &str) -> Option<String> {
     let color = v.optional("team.color", value, SHORT_TEXT)?;
-    let valid = color.len() == 7 && color.starts_with('#') && color[1..].bytes().all(|b| b.is_ascii_hexdigit());
+    let valid = color.len() == 7
+        && color.starts_with('#')
+        && color[1..].bytes().all(|b| b.is_ascii_hexdigit());
     if !valid {
         v.add("team.color", "must be #rrggbb");
     }
@@ -114,7 +125,9 @@ fn settings(v: &mut Violations, value: Option<&prost_types::Struct>) -> Option<S
 /// The slug constraint clash, as the client should see it.
 fn slug_taken(err: sqlx::Error) -> ApiError {
     match ApiError::from(err) {
-        ApiError::AlreadyExists(_) => ApiError::AlreadyExists("a team with this slug already exists".into()),
+        ApiError::AlreadyExists(_) => {
+            ApiError::AlreadyExists("a team with this slug already exists".into())
+        }
         other => other,
     }
 }
@@ -138,7 +151,8 @@ impl MemberRow {
             id: self.id.to_string(),
             team_id: self.team_id.to_string(),
             user_id: self.user_id.to_string(),
-            team_role: TeamRole::from_str_name(&format!("TEAM_ROLE_{}", self.team_role)).unwrap_or_default() as i32,
+            team_role: TeamRole::from_str_name(&format!("TEAM_ROLE_{}", self.team_role))
+                .unwrap_or_default() as i32,
             join_time: opt_timestamp(self.joined_at),
             added_by_id: id_string(self.added_by_id),
             email: self.email,
@@ -154,7 +168,10 @@ const MEMBER_SELECT: &str = "SELECT m.id, m.team_id, m.user_id, m.team_role, m.j
 
 #[tonic::async_trait]
 impl TeamService for Svc {
-    async fn create_team(&self, request: Request<CreateTeamRequest>) -> Result<Response<Team>, Status> {
+    async fn create_team(
+        &self,
+        request: Request<CreateTeamRequest>,
+    ) -> Result<Response<Team>, Status> {
         let ctx = request.tenant()?;
         let team = request.get_ref().team.clone().unwrap_or_default();
         let mut v = Violations::new();
@@ -209,7 +226,10 @@ impl TeamService for Svc {
         Ok(Response::new(team.into_proto()))
     }
 
-    async fn list_teams(&self, request: Request<ListTeamsRequest>) -> Result<Response<ListTeamsResponse>, Status> {
+    async fn list_teams(
+        &self,
+        request: Request<ListTeamsRequest>,
+    ) -> Result<Response<ListTeamsResponse>, Status> {
         let ctx = request.tenant()?;
         let req = request.get_ref();
         let mut v = Violations::new();
@@ -217,7 +237,14 @@ impl TeamService for Svc {
         let filters = format!("{}|{query:?}", req.include_archived);
         let page = Page::parse(req.page_size, &req.page_token, &filters, &mut v);
         v.finish()?;
-        let pattern = query.map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+        let pattern = query.map(|q| {
+            format!(
+                "%{}%",
+                q.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            )
+        });
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         let mut rows: Vec<TeamRow> = sqlx::query_as(&format!(
             "{TEAM_SELECT} WHERE tenant_id = $1 \
@@ -243,7 +270,10 @@ impl TeamService for Svc {
         }))
     }
 
-    async fn update_team(&self, request: Request<UpdateTeamRequest>) -> Result<Response<Team>, Status> {
+    async fn update_team(
+        &self,
+        request: Request<UpdateTeamRequest>,
+    ) -> Result<Response<Team>, Status> {
         let ctx = request.tenant()?;
         let req = request.get_ref();
         let team = req.team.clone().unwrap_or_default();
@@ -251,12 +281,21 @@ impl TeamService for Svc {
         let id = v.uuid("team.id", &team.id);
         let paths = v.update_mask(
             req.update_mask.as_ref(),
-            &["name", "slug", "description", "icon_url", "color", "lead_id", "settings"],
+            &[
+                "name",
+                "slug",
+                "description",
+                "icon_url",
+                "color",
+                "lead_id",
+                "settings",
+            ],
         );
         let has = |p: &str| paths.iter().any(|x| x == p);
         let name = has("name").then(|| v.required("team.name", &team.name, SHORT_TEXT));
         let slug = has("slug").then(|| v.slug("team.slug", &team.slug));
-        let description = has("description").then(|| v.optional("team.description", &team.description, SHORT_TEXT));
+        let description = has("description")
+            .then(|| v.optional("team.description", &team.description, SHORT_TEXT));
         let icon_url = has("icon_url").then(|| v.optional_url("team.icon_url", &team.icon_url));
         let color = has("color").then(|| color(&mut v, &team.color));
         let lead_id = has("lead_id").then(|| v.optional_uuid("team.lead_id", &team.lead_id));
@@ -307,7 +346,10 @@ impl TeamService for Svc {
         Ok(Response::new(after.into_proto()))
     }
 
-    async fn delete_team(&self, request: Request<DeleteTeamRequest>) -> Result<Response<Team>, Status> {
+    async fn delete_team(
+        &self,
+        request: Request<DeleteTeamRequest>,
+    ) -> Result<Response<Team>, Status> {
         let ctx = request.tenant()?;
         let mut v = Violations::new();
         let id = v.uuid("id", &request.get_ref().id);
@@ -338,7 +380,10 @@ impl TeamService for Svc {
         Ok(Response::new(after.into_proto()))
     }
 
-    async fn add_team_member(&self, request: Request<AddTeamMemberRequest>) -> Result<Response<TeamMember>, Status> {
+    async fn add_team_member(
+        &self,
+        request: Request<AddTeamMemberRequest>,
+    ) -> Result<Response<TeamMember>, Status> {
         let ctx = request.tenant()?;
         let req = request.get_ref();
         let mut v = Violations::new();
@@ -350,7 +395,8 @@ impl TeamService for Svc {
             v.enum_value::<TeamRole>("team_role", req.team_role)
         };
         v.finish()?;
-        let role = enum_to_db(role.unwrap_or(TeamRole::Member).as_str_name(), "TEAM_ROLE_").to_owned();
+        let role =
+            enum_to_db(role.unwrap_or(TeamRole::Member).as_str_name(), "TEAM_ROLE_").to_owned();
 
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         let team = get_for_update(&mut tx, ctx.tenant_id, team_id).await?;
@@ -375,12 +421,14 @@ impl TeamService for Svc {
             ApiError::AlreadyExists(_) => ApiError::AlreadyExists("the user is already a member of this team".into()),
             other => other,
         })?;
-        let member: MemberRow = sqlx::query_as(&format!("{MEMBER_SELECT} WHERE m.tenant_id = $1 AND m.id = $2"))
-            .bind(ctx.tenant_id)
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(ApiError::from)?;
+        let member: MemberRow = sqlx::query_as(&format!(
+            "{MEMBER_SELECT} WHERE m.tenant_id = $1 AND m.id = $2"
+        ))
+        .bind(ctx.tenant_id)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
         audit::record(
             &mut tx,
             &Actor::from(ctx),

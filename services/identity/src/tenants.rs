@@ -9,8 +9,9 @@ use codeops_platform::validate::{SHORT_TEXT, check_etag};
 use codeops_platform::{ApiError, Db, Tx, Violations};
 use codeops_proto::identity::tenant_service_server::TenantService;
 use codeops_proto::identity::{
-    CancelTenantRequest, CreateTenantRequest, CreateTenantResponse, GetTenantRequest, ReactivateTenantRequest,
-    SlaDefaults, SuspendTenantRequest, Tenant, TenantSettings, TenantStatus, UpdateTenantRequest,
+    CancelTenantRequest, CreateTenantRequest, CreateTenantResponse, GetTenantRequest,
+    ReactivateTenantRequest, SlaDefaults, SuspendTenantRequest, Tenant, TenantSettings,
+    TenantStatus, UpdateTenantRequest,
 };
 use codeops_tenant::{OperatorContext, RequestExt, RequestMeta};
 use serde_json::{Value, json};
@@ -63,7 +64,8 @@ impl TenantRow {
     fn into_proto(self) -> Tenant {
         let settings = self.settings_json();
         let sla = &settings["sla_defaults"];
-        let hours = |key: &str, default: i32| sla[key].as_i64().map(|h| h as i32).unwrap_or(default);
+        let hours =
+            |key: &str, default: i32| sla[key].as_i64().map(|h| h as i32).unwrap_or(default);
         Tenant {
             id: self.id.to_string(),
             settings: Some(TenantSettings {
@@ -76,8 +78,11 @@ impl TenantRow {
                 timezone: settings["timezone"].as_str().unwrap_or("UTC").to_owned(),
                 custom: settings.get("custom").map(json_to_struct),
             }),
-            status: TenantStatus::from_str_name(&format!("TENANT_STATUS_{}", self.status.as_deref().unwrap_or("ACTIVE")))
-                .unwrap_or_default() as i32,
+            status: TenantStatus::from_str_name(&format!(
+                "TENANT_STATUS_{}",
+                self.status.as_deref().unwrap_or("ACTIVE")
+            ))
+            .unwrap_or_default() as i32,
             name: self.name,
             slug: self.slug,
             logo_url: self.logo_url.unwrap_or_default(),
@@ -109,12 +114,20 @@ async fn get_for_update(conn: &mut PgConnection, id: Uuid) -> Result<TenantRow, 
 
 fn check_sla(v: &mut Violations, field: &str, hours: i32) {
     if !(1..=MAX_SLA_HOURS).contains(&hours) {
-        v.add(field, format!("must be between 1 and {MAX_SLA_HOURS} hours"));
+        v.add(
+            field,
+            format!("must be between 1 and {MAX_SLA_HOURS} hours"),
+        );
     }
 }
 
 /// Validates settings and merges the masked parts into the stored JSON.
-fn merge_settings(v: &mut Violations, stored: Value, given: &TenantSettings, paths: &[String]) -> Value {
+fn merge_settings(
+    v: &mut Violations,
+    stored: Value,
+    given: &TenantSettings,
+    paths: &[String],
+) -> Value {
     let mut merged = match stored {
         Value::Object(map) => map,
         _ => serde_json::Map::new(),
@@ -123,9 +136,17 @@ fn merge_settings(v: &mut Violations, stored: Value, given: &TenantSettings, pat
     let has = |p: &str| whole || paths.iter().any(|x| x == p);
     if has("settings.sla_defaults") {
         let sla = given.sla_defaults.unwrap_or(DEFAULT_SLA);
-        check_sla(v, "tenant.settings.sla_defaults.blocking_hours", sla.blocking_hours);
+        check_sla(
+            v,
+            "tenant.settings.sla_defaults.blocking_hours",
+            sla.blocking_hours,
+        );
         check_sla(v, "tenant.settings.sla_defaults.high_hours", sla.high_hours);
-        check_sla(v, "tenant.settings.sla_defaults.normal_hours", sla.normal_hours);
+        check_sla(
+            v,
+            "tenant.settings.sla_defaults.normal_hours",
+            sla.normal_hours,
+        );
         check_sla(v, "tenant.settings.sla_defaults.low_hours", sla.low_hours);
         merged.insert(
             "sla_defaults".into(),
@@ -138,11 +159,17 @@ fn merge_settings(v: &mut Violations, stored: Value, given: &TenantSettings, pat
     if has("settings.timezone") {
         let tz = given.timezone.trim();
         let valid = tz.is_empty()
-            || (tz.len() <= 64 && tz.chars().all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c)));
+            || (tz.len() <= 64
+                && tz
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c)));
         if !valid {
             v.add("tenant.settings.timezone", "must be an IANA time zone name");
         }
-        merged.insert("timezone".into(), json!(if tz.is_empty() { "UTC" } else { tz }));
+        merged.insert(
+            "timezone".into(),
+            json!(if tz.is_empty() { "UTC" } else { tz }),
+        );
     }
     if has("settings.custom") {
         match given.custom.as_ref().map(struct_to_json).transpose() {
@@ -181,12 +208,18 @@ pub struct CreatedTenant {
 fn generate_password() -> Result<String, ApiError> {
     use base64::Engine;
     let mut bytes = [0u8; 18];
-    getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// Creates a tenant and its first OWNER in one transaction, audited.
-pub async fn create_tenant(db: &Db, input: NewTenant, hasher: &Hasher, meta: &RequestMeta) -> Result<CreatedTenant, ApiError> {
+pub async fn create_tenant(
+    db: &Db,
+    input: NewTenant,
+    hasher: &Hasher,
+    meta: &RequestMeta,
+) -> Result<CreatedTenant, ApiError> {
     let mut v = Violations::new();
     let name = v.required("tenant.name", &input.name, SHORT_TEXT);
     let slug = v.slug("tenant.slug", &input.slug);
@@ -245,9 +278,23 @@ pub async fn create_tenant(db: &Db, input: NewTenant, hasher: &Hasher, meta: &Re
         meta,
     };
     let tenant = get(&mut tx, tenant_id).await?;
-    audit::record(&mut tx, &actor, AuditEntry::new("CREATE", "tenant", tenant_id).title(&name).new_values(tenant.audit_values())).await?;
+    audit::record(
+        &mut tx,
+        &actor,
+        AuditEntry::new("CREATE", "tenant", tenant_id)
+            .title(&name)
+            .new_values(tenant.audit_values()),
+    )
+    .await?;
     let owner = users::get(&mut tx, tenant_id, owner_id).await?;
-    audit::record(&mut tx, &actor, AuditEntry::new("USER_CREATED", "user", owner_id).title(&email).new_values(owner.audit_values())).await?;
+    audit::record(
+        &mut tx,
+        &actor,
+        AuditEntry::new("USER_CREATED", "user", owner_id)
+            .title(&email)
+            .new_values(owner.audit_values()),
+    )
+    .await?;
     tx.commit().await?;
     Ok(CreatedTenant {
         tenant_id,
@@ -276,13 +323,17 @@ impl Svc {
         let before = get_for_update(&mut tx, id).await?;
         let from = before.status.clone().unwrap_or_else(|| "ACTIVE".into());
         if !allowed_from.contains(&from.as_str()) {
-            return Err(ApiError::FailedPrecondition(format!("a {from} tenant cannot become {to}")));
+            return Err(ApiError::FailedPrecondition(format!(
+                "a {from} tenant cannot become {to}"
+            )));
         }
-        sqlx::query("UPDATE core.tenants SET status = $2, updated_at = clock_timestamp() WHERE id = $1")
-            .bind(id)
-            .bind(to)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE core.tenants SET status = $2, updated_at = clock_timestamp() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
         if to != "ACTIVE" {
             // Suspended and cancelled tenants lose every session at once.
             sqlx::query("UPDATE core.refresh_tokens SET revoked_at = now() WHERE tenant_id = $1 AND revoked_at IS NULL")
@@ -313,7 +364,10 @@ impl Svc {
 
 #[tonic::async_trait]
 impl TenantService for Svc {
-    async fn get_tenant(&self, request: Request<GetTenantRequest>) -> Result<Response<Tenant>, Status> {
+    async fn get_tenant(
+        &self,
+        request: Request<GetTenantRequest>,
+    ) -> Result<Response<Tenant>, Status> {
         let ctx = request.tenant()?;
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         let tenant = get(&mut tx, ctx.tenant_id).await?;
@@ -321,7 +375,10 @@ impl TenantService for Svc {
         Ok(Response::new(tenant.into_proto()))
     }
 
-    async fn update_tenant(&self, request: Request<UpdateTenantRequest>) -> Result<Response<Tenant>, Status> {
+    async fn update_tenant(
+        &self,
+        request: Request<UpdateTenantRequest>,
+    ) -> Result<Response<Tenant>, Status> {
         let ctx = request.tenant()?;
         let req = request.get_ref();
         let given = req.tenant.clone().unwrap_or_default();
@@ -332,7 +389,14 @@ impl TenantService for Svc {
         }
         let paths = v.update_mask(
             req.update_mask.as_ref(),
-            &["name", "logo_url", "settings", "settings.sla_defaults", "settings.timezone", "settings.custom"],
+            &[
+                "name",
+                "logo_url",
+                "settings",
+                "settings.sla_defaults",
+                "settings.timezone",
+                "settings.custom",
+            ],
         );
         let has = |p: &str| paths.iter().any(|x| x == p);
         let name = has("name").then(|| v.required("tenant.name", &given.name, SHORT_TEXT));
@@ -341,8 +405,14 @@ impl TenantService for Svc {
 
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         let before = get_for_update(&mut tx, ctx.tenant_id).await?;
-        let settings = touches_settings
-            .then(|| merge_settings(&mut v, before.settings_json(), &given.settings.clone().unwrap_or_default(), &paths));
+        let settings = touches_settings.then(|| {
+            merge_settings(
+                &mut v,
+                before.settings_json(),
+                &given.settings.clone().unwrap_or_default(),
+                &paths,
+            )
+        });
         v.finish()?;
         check_etag(&given.etag, &etag(before.updated_at))?;
         sqlx::query(
@@ -406,11 +476,20 @@ impl TenantService for Svc {
         }))
     }
 
-    async fn suspend_tenant(&self, request: Request<SuspendTenantRequest>) -> Result<Response<Tenant>, Status> {
+    async fn suspend_tenant(
+        &self,
+        request: Request<SuspendTenantRequest>,
+    ) -> Result<Response<Tenant>, Status> {
         let operator = request.operator()?;
         let req = request.get_ref();
         let tenant = self
-            .change_status(operator, &req.id, "SUSPENDED", &["ACTIVE", "TRIAL"], &req.reason)
+            .change_status(
+                operator,
+                &req.id,
+                "SUSPENDED",
+                &["ACTIVE", "TRIAL"],
+                &req.reason,
+            )
             .await?;
         Ok(Response::new(tenant))
     }
@@ -421,16 +500,31 @@ impl TenantService for Svc {
     ) -> Result<Response<Tenant>, Status> {
         let operator = request.operator()?;
         let tenant = self
-            .change_status(operator, &request.get_ref().id, "ACTIVE", &["SUSPENDED"], "")
+            .change_status(
+                operator,
+                &request.get_ref().id,
+                "ACTIVE",
+                &["SUSPENDED"],
+                "",
+            )
             .await?;
         Ok(Response::new(tenant))
     }
 
-    async fn cancel_tenant(&self, request: Request<CancelTenantRequest>) -> Result<Response<Tenant>, Status> {
+    async fn cancel_tenant(
+        &self,
+        request: Request<CancelTenantRequest>,
+    ) -> Result<Response<Tenant>, Status> {
         let operator = request.operator()?;
         let req = request.get_ref();
         let tenant = self
-            .change_status(operator, &req.id, "CANCELLED", &["ACTIVE", "TRIAL", "SUSPENDED"], &req.reason)
+            .change_status(
+                operator,
+                &req.id,
+                "CANCELLED",
+                &["ACTIVE", "TRIAL", "SUSPENDED"],
+                &req.reason,
+            )
             .await?;
         Ok(Response::new(tenant))
     }

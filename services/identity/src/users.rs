@@ -60,7 +60,10 @@ impl UserRow {
     }
 
     pub fn permission_set(&self) -> PermissionSet {
-        self.permissions.iter().filter_map(|c| Permission::from_code(c)).collect()
+        self.permissions
+            .iter()
+            .filter_map(|c| Permission::from_code(c))
+            .collect()
     }
 
     fn cursor(&self) -> Cursor {
@@ -106,12 +109,18 @@ impl UserRow {
     }
 }
 
-pub(crate) async fn find_by_id(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<Option<UserRow>, ApiError> {
-    Ok(sqlx::query_as(&format!("{USER_SELECT} WHERE u.tenant_id = $1 AND u.id = $2"))
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?)
+pub(crate) async fn find_by_id(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<Option<UserRow>, ApiError> {
+    Ok(sqlx::query_as(&format!(
+        "{USER_SELECT} WHERE u.tenant_id = $1 AND u.id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
 }
 
 pub(crate) async fn find_by_email(
@@ -119,16 +128,24 @@ pub(crate) async fn find_by_email(
     tenant_id: Uuid,
     email: &str,
 ) -> Result<Option<UserRow>, ApiError> {
-    Ok(sqlx::query_as(&format!("{USER_SELECT} WHERE u.tenant_id = $1 AND u.email = $2"))
-        .bind(tenant_id)
-        .bind(email)
-        .fetch_optional(conn)
-        .await?)
+    Ok(sqlx::query_as(&format!(
+        "{USER_SELECT} WHERE u.tenant_id = $1 AND u.email = $2"
+    ))
+    .bind(tenant_id)
+    .bind(email)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// A user of the caller's tenant, or NOT_FOUND (also for other tenants' ids).
-pub(crate) async fn get(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<UserRow, ApiError> {
-    find_by_id(conn, tenant_id, id).await?.ok_or(ApiError::NotFound("user"))
+pub(crate) async fn get(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<UserRow, ApiError> {
+    find_by_id(conn, tenant_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("user"))
 }
 
 /// Locks the row for the rest of the transaction, then reads it.
@@ -143,7 +160,11 @@ async fn get_for_update(tx: &mut Tx, tenant_id: Uuid, id: Uuid) -> Result<UserRo
 }
 
 /// Revokes every live refresh token of a user; returns how many.
-pub(crate) async fn revoke_sessions(conn: &mut PgConnection, tenant_id: Uuid, user_id: Uuid) -> Result<u64, ApiError> {
+pub(crate) async fn revoke_sessions(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    user_id: Uuid,
+) -> Result<u64, ApiError> {
     Ok(sqlx::query(
         "UPDATE core.refresh_tokens SET revoked_at = now() \
          WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL",
@@ -156,7 +177,10 @@ pub(crate) async fn revoke_sessions(conn: &mut PgConnection, tenant_id: Uuid, us
 }
 
 /// Nobody grants a role holding a permission they lack themselves.
-pub(crate) fn ensure_can_grant(ctx: &TenantContext, granted: PermissionSet) -> Result<(), ApiError> {
+pub(crate) fn ensure_can_grant(
+    ctx: &TenantContext,
+    granted: PermissionSet,
+) -> Result<(), ApiError> {
     let missing: Vec<Permission> = ctx.permissions.missing_from(granted).collect();
     if missing.is_empty() {
         Ok(())
@@ -167,14 +191,24 @@ pub(crate) fn ensure_can_grant(ctx: &TenantContext, granted: PermissionSet) -> R
 
 /// A manager must be in the caller's tenant (the composite key enforces
 /// it too) and must not be the user or one of the user's reports.
-async fn check_manager(conn: &mut PgConnection, tenant_id: Uuid, user_id: Uuid, manager_id: Uuid) -> Result<(), ApiError> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM core.users WHERE tenant_id = $1 AND id = $2)")
-        .bind(tenant_id)
-        .bind(manager_id)
-        .fetch_one(&mut *conn)
-        .await?;
+async fn check_manager(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    user_id: Uuid,
+    manager_id: Uuid,
+) -> Result<(), ApiError> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM core.users WHERE tenant_id = $1 AND id = $2)",
+    )
+    .bind(tenant_id)
+    .bind(manager_id)
+    .fetch_one(&mut *conn)
+    .await?;
     if !exists {
-        return Err(ApiError::field("user.manager_id", "no such user in this tenant"));
+        return Err(ApiError::field(
+            "user.manager_id",
+            "no such user in this tenant",
+        ));
     }
     let cycle: bool = sqlx::query_scalar(
         "WITH RECURSIVE chain(id, depth) AS ( \
@@ -199,7 +233,10 @@ async fn check_manager(conn: &mut PgConnection, tenant_id: Uuid, user_id: Uuid, 
 
 #[tonic::async_trait]
 impl UserService for Svc {
-    async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
+    async fn create_user(
+        &self,
+        request: Request<CreateUserRequest>,
+    ) -> Result<Response<User>, Status> {
         let ctx = request.tenant()?;
         let req = request.get_ref();
         let user = req.user.clone().unwrap_or_default();
@@ -270,7 +307,10 @@ impl UserService for Svc {
         Ok(Response::new(user.into_proto()))
     }
 
-    async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+    async fn list_users(
+        &self,
+        request: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
         let ctx = request.tenant()?;
         let req = request.get_ref();
         let mut v = Violations::new();
@@ -280,7 +320,14 @@ impl UserService for Svc {
         let filters = format!("{team_id:?}|{role_id:?}|{:?}|{query:?}", req.is_active);
         let page = Page::parse(req.page_size, &req.page_token, &filters, &mut v);
         v.finish()?;
-        let pattern = query.map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+        let pattern = query.map(|q| {
+            format!(
+                "%{}%",
+                q.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            )
+        });
 
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         let mut rows: Vec<UserRow> = sqlx::query_as(&format!(
@@ -312,7 +359,10 @@ impl UserService for Svc {
         }))
     }
 
-    async fn update_user(&self, request: Request<UpdateUserRequest>) -> Result<Response<User>, Status> {
+    async fn update_user(
+        &self,
+        request: Request<UpdateUserRequest>,
+    ) -> Result<Response<User>, Status> {
         let ctx = request.tenant()?;
         let req = request.get_ref();
         let user = req.user.clone().unwrap_or_default();
@@ -320,15 +370,27 @@ impl UserService for Svc {
         let id = v.uuid("user.id", &user.id);
         let paths = v.update_mask(
             req.update_mask.as_ref(),
-            &["first_name", "last_name", "title", "department", "avatar_url", "manager_id"],
+            &[
+                "first_name",
+                "last_name",
+                "title",
+                "department",
+                "avatar_url",
+                "manager_id",
+            ],
         );
         let has = |p: &str| paths.iter().any(|x| x == p);
-        let first_name = has("first_name").then(|| v.required("user.first_name", &user.first_name, SHORT_TEXT));
-        let last_name = has("last_name").then(|| v.required("user.last_name", &user.last_name, SHORT_TEXT));
+        let first_name =
+            has("first_name").then(|| v.required("user.first_name", &user.first_name, SHORT_TEXT));
+        let last_name =
+            has("last_name").then(|| v.required("user.last_name", &user.last_name, SHORT_TEXT));
         let title = has("title").then(|| v.optional("user.title", &user.title, SHORT_TEXT));
-        let department = has("department").then(|| v.optional("user.department", &user.department, SHORT_TEXT));
-        let avatar_url = has("avatar_url").then(|| v.optional_url("user.avatar_url", &user.avatar_url));
-        let manager_id = has("manager_id").then(|| v.optional_uuid("user.manager_id", &user.manager_id));
+        let department =
+            has("department").then(|| v.optional("user.department", &user.department, SHORT_TEXT));
+        let avatar_url =
+            has("avatar_url").then(|| v.optional_url("user.avatar_url", &user.avatar_url));
+        let manager_id =
+            has("manager_id").then(|| v.optional_uuid("user.manager_id", &user.manager_id));
         v.finish()?;
 
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
@@ -379,13 +441,18 @@ impl UserService for Svc {
         Ok(Response::new(after.into_proto()))
     }
 
-    async fn deactivate_user(&self, request: Request<DeactivateUserRequest>) -> Result<Response<User>, Status> {
+    async fn deactivate_user(
+        &self,
+        request: Request<DeactivateUserRequest>,
+    ) -> Result<Response<User>, Status> {
         let ctx = request.tenant()?;
         let mut v = Violations::new();
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
         if id == ctx.user_id {
-            return Err(ApiError::FailedPrecondition("you cannot deactivate yourself".into()).into());
+            return Err(
+                ApiError::FailedPrecondition("you cannot deactivate yourself".into()).into(),
+            );
         }
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         let before = get_for_update(&mut tx, ctx.tenant_id, id).await?;
@@ -414,7 +481,10 @@ impl UserService for Svc {
         Ok(Response::new(after.into_proto()))
     }
 
-    async fn assign_role(&self, request: Request<AssignRoleRequest>) -> Result<Response<User>, Status> {
+    async fn assign_role(
+        &self,
+        request: Request<AssignRoleRequest>,
+    ) -> Result<Response<User>, Status> {
         let ctx = request.tenant()?;
         let req = request.get_ref();
         let mut v = Violations::new();

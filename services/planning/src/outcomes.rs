@@ -5,7 +5,8 @@ use codeops_platform::convert::{enum_to_db, etag, id_string, opt_timestamp, time
 use codeops_platform::{ApiError, Cursor, Db, Page, Violations};
 use codeops_proto::planning::outcome_service_server::OutcomeService;
 use codeops_proto::planning::{
-    GetOutcomeRequest, ListOutcomesRequest, ListOutcomesResponse, Outcome, OutcomePriority, OutcomeStatus,
+    GetOutcomeRequest, ListOutcomesRequest, ListOutcomesResponse, Outcome, OutcomePriority,
+    OutcomeStatus,
 };
 use codeops_tenant::RequestExt;
 use tonic::{Request, Response, Status};
@@ -52,9 +53,11 @@ impl OutcomeRow {
     }
 
     fn into_proto(self) -> Outcome {
-        let status = OutcomeStatus::from_str_name(&format!("OUTCOME_STATUS_{}", self.status)).unwrap_or_default();
+        let status = OutcomeStatus::from_str_name(&format!("OUTCOME_STATUS_{}", self.status))
+            .unwrap_or_default();
         let priority =
-            OutcomePriority::from_str_name(&format!("OUTCOME_PRIORITY_{}", self.priority)).unwrap_or_default();
+            OutcomePriority::from_str_name(&format!("OUTCOME_PRIORITY_{}", self.priority))
+                .unwrap_or_default();
         Outcome {
             id: self.id.to_string(),
             title: self.title,
@@ -81,19 +84,23 @@ impl OutcomeRow {
 
 #[tonic::async_trait]
 impl OutcomeService for Outcomes {
-    async fn get_outcome(&self, request: Request<GetOutcomeRequest>) -> Result<Response<Outcome>, Status> {
+    async fn get_outcome(
+        &self,
+        request: Request<GetOutcomeRequest>,
+    ) -> Result<Response<Outcome>, Status> {
         let ctx = request.tenant()?;
         let mut v = Violations::new();
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
-        let row: Option<OutcomeRow> =
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM core.outcomes WHERE tenant_id = $1 AND id = $2"))
-                .bind(ctx.tenant_id)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(ApiError::from)?;
+        let row: Option<OutcomeRow> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM core.outcomes WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(ctx.tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
         tx.commit().await.map_err(ApiError::from)?;
         let row = row.ok_or(ApiError::NotFound("outcome"))?;
         Ok(Response::new(row.into_proto()))

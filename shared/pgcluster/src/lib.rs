@@ -57,7 +57,8 @@ impl Cluster {
         let dir = std::env::temp_dir().join(format!("{name}-{}-{}", std::process::id(), unique()));
         let data = dir.join("data");
         fs::create_dir_all(&data).map_err(step("creating the data folder"))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(step("chmod data folder"))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(step("chmod data folder"))?;
         if let Some((uid, gid)) = user {
             chown_recursive(&dir, uid, gid)?;
         }
@@ -66,7 +67,15 @@ impl Cluster {
         initdb
             .args(["-D"])
             .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ])
             .current_dir(&dir)
             .stdin(Stdio::null());
         as_user(&mut initdb, user);
@@ -94,16 +103,26 @@ impl Cluster {
             .arg("-k")
             .arg(&dir)
             .args([
-                "-c", "listen_addresses=127.0.0.1",
-                "-c", "fsync=off",
-                "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off",
-                "-c", "max_connections=300",
-                "-c", "shared_buffers=128MB",
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "shared_buffers=128MB",
             ])
             .current_dir(&dir)
             .stdin(Stdio::null())
-            .stdout(log_file.try_clone().map_err(step("opening the server log"))?)
+            .stdout(
+                log_file
+                    .try_clone()
+                    .map_err(step("opening the server log"))?,
+            )
             .stderr(log_file);
         as_user(&mut postgres, user);
         // SIGINT is PostgreSQL's "fast shutdown".
@@ -158,7 +177,8 @@ impl Cluster {
             }
             // Accepting TCP is not enough: the server also has to be out of
             // startup recovery. A readiness file appears in postmaster.pid.
-            let pid_file = fs::read_to_string(self.dir.join("data/postmaster.pid")).unwrap_or_default();
+            let pid_file =
+                fs::read_to_string(self.dir.join("data/postmaster.pid")).unwrap_or_default();
             if pid_file.lines().nth(7).is_some_and(|l| l.trim() == "ready")
                 && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             {
@@ -214,7 +234,10 @@ fn unique() -> u64 {
 
 fn free_port() -> Result<u16, ClusterError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(step("finding a free port"))?;
-    Ok(listener.local_addr().map_err(step("finding a free port"))?.port())
+    Ok(listener
+        .local_addr()
+        .map_err(step("finding a free port"))?
+        .port())
 }
 
 /// The folder holding `initdb` and `postgres`.
@@ -238,7 +261,10 @@ pub fn find_binaries() -> Result<PathBuf, ClusterError> {
         .filter(|(_, bin)| has_both(bin))
         .collect();
     versions.sort();
-    versions.pop().map(|(_, bin)| bin).ok_or(ClusterError::BinariesNotFound)
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or(ClusterError::BinariesNotFound)
 }
 
 /// `None`: run as ourselves. `Some`: we are root; run as this uid/gid.

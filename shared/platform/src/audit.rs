@@ -77,7 +77,11 @@ fn clip(value: Option<&str>) -> Option<String> {
     value.map(|v| v.chars().take(255).collect())
 }
 
-pub async fn record(conn: &mut PgConnection, actor: &Actor<'_>, entry: AuditEntry<'_>) -> Result<(), ApiError> {
+pub async fn record(
+    conn: &mut PgConnection,
+    actor: &Actor<'_>,
+    entry: AuditEntry<'_>,
+) -> Result<(), ApiError> {
     sqlx::query(
         "INSERT INTO core.audit_logs (id, tenant_id, actor_id, actor_name, actor_email, action, entity_type, \
              entity_id, entity_title, description, old_values, new_values, ip_address, user_agent, request_id, timestamp) \

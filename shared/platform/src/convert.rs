@@ -26,7 +26,10 @@ pub fn id_string(id: Option<Uuid>) -> String {
 /// Entity tag of a row: its last update time. Clients echo it back on
 /// Update; a different value means someone changed the row meanwhile.
 pub fn etag(updated_at: Option<DateTime<Utc>>) -> String {
-    format!("W/\"{}\"", updated_at.map(|t| t.timestamp_micros()).unwrap_or(0))
+    format!(
+        "W/\"{}\"",
+        updated_at.map(|t| t.timestamp_micros()).unwrap_or(0)
+    )
 }
 
 /// Database text of a proto enum value: its name without the enum prefix
@@ -55,7 +58,10 @@ fn json_to_value(value: &serde_json::Value) -> prost_types::Value {
             values: items.iter().map(json_to_value).collect(),
         }),
         serde_json::Value::Object(map) => Kind::StructValue(prost_types::Struct {
-            fields: map.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect(),
+            fields: map
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_value(v)))
+                .collect(),
         }),
     };
     prost_types::Value { kind: Some(kind) }
@@ -66,7 +72,10 @@ fn json_to_value(value: &serde_json::Value) -> prost_types::Value {
 pub fn struct_to_json(s: &prost_types::Struct) -> Result<serde_json::Value, String> {
     let mut map = serde_json::Map::new();
     for (key, value) in &s.fields {
-        map.insert(key.clone(), value_to_json(value).map_err(|e| format!("{key}: {e}"))?);
+        map.insert(
+            key.clone(),
+            value_to_json(value).map_err(|e| format!("{key}: {e}"))?,
+        );
     }
     Ok(serde_json::Value::Object(map))
 }
@@ -82,7 +91,10 @@ fn value_to_json(value: &prost_types::Value) -> Result<serde_json::Value, String
             .ok_or("numbers must be finite")?,
         Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
         Some(Kind::ListValue(list)) => serde_json::Value::Array(
-            list.values.iter().map(value_to_json).collect::<Result<_, _>>()?,
+            list.values
+                .iter()
+                .map(value_to_json)
+                .collect::<Result<_, _>>()?,
         ),
         Some(Kind::StructValue(s)) => struct_to_json(s)?,
     })

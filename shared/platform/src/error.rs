@@ -56,16 +56,19 @@ impl From<sqlx::Error> for ApiError {
                     "refers to a record that does not exist",
                 ),
                 // check_violation, string_data_right_truncation, invalid_text_representation, not_null
-                Some("23514") | Some("22001") | Some("22P02") | Some("23502") => ApiError::field(
-                    constraint_field(db.constraint()),
-                    "value is not allowed",
-                ),
+                Some("23514") | Some("22001") | Some("22P02") | Some("23502") => {
+                    ApiError::field(constraint_field(db.constraint()), "value is not allowed")
+                }
                 // serialization_failure, deadlock_detected
                 Some("40001") | Some("40P01") => {
                     ApiError::Aborted("concurrent update, retry the request".into())
                 }
                 // connection and resource classes: the database is not usable now
-                Some(code) if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") => {
+                Some(code)
+                    if code.starts_with("08")
+                        || code.starts_with("53")
+                        || code.starts_with("57P") =>
+                {
                     ApiError::Unavailable(err)
                 }
                 _ => ApiError::Internal(err.into()),
@@ -91,8 +94,19 @@ fn constraint_field(constraint: Option<&str>) -> String {
         .find_map(|suffix| name.strip_suffix(suffix))
         .unwrap_or(name);
     for table in [
-        "team_members_", "decision_comments_", "refresh_tokens_", "role_permissions_", "tenants_", "roles_",
-        "users_", "teams_", "outcomes_", "hypotheses_", "decisions_", "stakeholders_", "audit_logs_",
+        "team_members_",
+        "decision_comments_",
+        "refresh_tokens_",
+        "role_permissions_",
+        "tenants_",
+        "roles_",
+        "users_",
+        "teams_",
+        "outcomes_",
+        "hypotheses_",
+        "decisions_",
+        "stakeholders_",
+        "audit_logs_",
     ] {
         if let Some(rest) = trimmed.strip_prefix(table) {
             return rest.trim_start_matches("tenant_id_").to_owned();
@@ -102,7 +116,10 @@ fn constraint_field(constraint: Option<&str>) -> String {
 }
 
 fn unique_message(constraint: Option<&str>) -> String {
-    format!("{} is already taken", constraint_field(constraint).replace('_', " "))
+    format!(
+        "{} is already taken",
+        constraint_field(constraint).replace('_', " ")
+    )
 }
 
 impl From<ApiError> for Status {

@@ -57,7 +57,11 @@ impl Page {
                 }
             }
         };
-        Page { size, after, filters }
+        Page {
+            size,
+            after,
+            filters,
+        }
     }
 
     /// Rows to fetch: one more than a page, to know whether another follows.
@@ -80,15 +84,17 @@ impl Page {
             return String::new();
         }
         rows.truncate(self.size as usize);
-        rows.last().map(|row| encode(cursor(row), self.filters)).unwrap_or_default()
+        rows.last()
+            .map(|row| encode(cursor(row), self.filters))
+            .unwrap_or_default()
     }
 }
 
 fn fingerprint(filters: &str) -> u64 {
     // FNV-1a: stable across processes and versions, unlike DefaultHasher.
-    filters
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    filters.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn encode(cursor: Cursor, filters: u64) -> String {
@@ -106,7 +112,10 @@ fn decode(token: &str) -> Option<(Cursor, u64)> {
     let time = DateTime::from_timestamp_micros(parts.next()?.parse().ok()?)?;
     let id = Uuid::parse_str(parts.next()?).ok()?;
     let filters = u64::from_str_radix(parts.next()?, 16).ok()?;
-    parts.next().is_none().then_some((Cursor { time, id }, filters))
+    parts
+        .next()
+        .is_none()
+        .then_some((Cursor { time, id }, filters))
 }
 
 #[cfg(test)]
@@ -119,12 +128,18 @@ mod tests {
         let page = Page::parse(2, "", "active", &mut v);
         let mut rows = vec![1, 2, 3];
         let now = Utc::now();
-        let token = page.finish(&mut rows, |_| Cursor { time: now, id: Uuid::nil() });
+        let token = page.finish(&mut rows, |_| Cursor {
+            time: now,
+            id: Uuid::nil(),
+        });
         assert_eq!(rows, vec![1, 2]);
         let next = Page::parse(2, &token, "active", &mut v);
         assert!(v.finish().is_ok());
         assert_eq!(next.after_id(), Some(Uuid::nil()));
-        assert_eq!(next.after_time().map(|t| t.timestamp_micros()), Some(now.timestamp_micros()));
+        assert_eq!(
+            next.after_time().map(|t| t.timestamp_micros()),
+            Some(now.timestamp_micros())
+        );
 
         let mut v = Violations::new();
         Page::parse(2, &token, "inactive", &mut v);

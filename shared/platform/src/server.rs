@@ -61,7 +61,11 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     set_status(&reporter, spec.grpc_services, ServingStatus::Serving).await;
-    let watcher = tokio::spawn(watch_database(db.clone(), reporter.clone(), spec.grpc_services));
+    let watcher = tokio::spawn(watch_database(
+        db.clone(),
+        reporter.clone(),
+        spec.grpc_services,
+    ));
 
     // Reflection lists what this port serves, not every CodeOps service.
     let reflection = || {
@@ -120,11 +124,17 @@ async fn watch_database(db: Db, reporter: HealthReporter, services: &'static [&'
     let mut healthy = true;
     loop {
         tokio::time::sleep(HEALTH_INTERVAL).await;
-        let ok = tokio::time::timeout(Duration::from_secs(2), db.ping()).await.unwrap_or(false);
+        let ok = tokio::time::timeout(Duration::from_secs(2), db.ping())
+            .await
+            .unwrap_or(false);
         if ok != healthy {
             healthy = ok;
             tracing::warn!(healthy, "database health changed");
-            let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
             set_status(&reporter, services, status).await;
         }
     }

@@ -86,7 +86,10 @@ impl Violations {
     fn check_len(&mut self, field: &str, value: &str, max: usize) {
         let chars = value.chars().count();
         if chars > max {
-            self.add(field, format!("must be at most {max} characters, got {chars}"));
+            self.add(
+                field,
+                format!("must be at most {max} characters, got {chars}"),
+            );
         }
         if value.chars().any(|c| c == '\0') {
             self.add(field, "must not contain NUL characters");
@@ -106,7 +109,9 @@ impl Violations {
     pub fn slug(&mut self, field: &str, value: &str) -> String {
         let slug = self.required(field, value, SHORT_TEXT);
         let valid = !slug.is_empty()
-            && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && slug
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !slug.starts_with('-')
             && !slug.ends_with('-')
             && !slug.contains("--");
@@ -119,7 +124,9 @@ impl Violations {
     /// An optional http(s) URL.
     pub fn optional_url(&mut self, field: &str, value: &str) -> Option<String> {
         let url = self.optional(field, value, SHORT_TEXT)?;
-        if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(char::is_whitespace) {
+        if !(url.starts_with("https://") || url.starts_with("http://"))
+            || url.contains(char::is_whitespace)
+        {
             self.add(field, "must be an http(s) URL");
         }
         Some(url)
@@ -171,7 +178,10 @@ mod tests {
             panic!("expected violations");
         };
         let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
-        assert_eq!(fields, ["user.id", "user.first_name", "user.email", "user.title"]);
+        assert_eq!(
+            fields,
+            ["user.id", "user.first_name", "user.email", "user.title"]
+        );
     }
 
     #[test]
@@ -196,14 +206,24 @@ mod tests {
 
 impl Violations {
     /// The paths of a required `update_mask`, each checked against `allowed`.
-    pub fn update_mask(&mut self, mask: Option<&prost_types::FieldMask>, allowed: &[&str]) -> Vec<String> {
+    pub fn update_mask(
+        &mut self,
+        mask: Option<&prost_types::FieldMask>,
+        allowed: &[&str],
+    ) -> Vec<String> {
         let paths = mask.map(|m| m.paths.clone()).unwrap_or_default();
         if paths.is_empty() {
-            self.add("update_mask", format!("is required; allowed paths: {}", allowed.join(", ")));
+            self.add(
+                "update_mask",
+                format!("is required; allowed paths: {}", allowed.join(", ")),
+            );
         }
         for path in &paths {
             if !allowed.contains(&path.as_str()) {
-                self.add("update_mask", format!("unknown path {path:?}; allowed: {}", allowed.join(", ")));
+                self.add(
+                    "update_mask",
+                    format!("unknown path {path:?}; allowed: {}", allowed.join(", ")),
+                );
             }
         }
         paths

@@ -63,7 +63,11 @@ pub fn permission_denied(missing: &[Permission]) -> Status {
         "codeops",
         [("permission".to_owned(), codes.clone())],
     );
-    Status::with_error_details(Code::PermissionDenied, format!("missing permission {codes}"), details)
+    Status::with_error_details(
+        Code::PermissionDenied,
+        format!("missing permission {codes}"),
+        details,
+    )
 }
 
 /// Reads the contexts the auth layer put on a request.

@@ -183,7 +183,11 @@ enum Caller {
     Tenant(Box<TenantContext>),
 }
 
-fn authorize<B>(config: &AuthConfig, req: &Request<B>, meta: RequestMeta) -> Result<Caller, Status> {
+fn authorize<B>(
+    config: &AuthConfig,
+    req: &Request<B>,
+    meta: RequestMeta,
+) -> Result<Caller, Status> {
     let path = req.uri().path();
     let access = config
         .table
@@ -245,7 +249,11 @@ fn unauthenticated() -> Status {
 }
 
 fn bearer<B>(req: &Request<B>) -> Option<&str> {
-    let value = req.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = req
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

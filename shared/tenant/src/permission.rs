@@ -87,7 +87,10 @@ impl PermissionSet {
     }
 
     pub fn iter(self) -> impl Iterator<Item = Permission> {
-        Permission::ALL.iter().copied().filter(move |p| self.contains(*p))
+        Permission::ALL
+            .iter()
+            .copied()
+            .filter(move |p| self.contains(*p))
     }
 
     pub fn codes(self) -> Vec<String> {
@@ -107,7 +110,9 @@ impl FromIterator<Permission> for PermissionSet {
 
 impl fmt::Debug for PermissionSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.iter().map(Permission::code)).finish()
+        f.debug_set()
+            .entries(self.iter().map(Permission::code))
+            .finish()
     }
 }
 
@@ -127,9 +132,14 @@ mod tests {
     #[test]
     fn superset_and_missing() {
         let small: PermissionSet = [Permission::UserRead].into_iter().collect();
-        let big: PermissionSet = [Permission::UserRead, Permission::UserManage].into_iter().collect();
+        let big: PermissionSet = [Permission::UserRead, Permission::UserManage]
+            .into_iter()
+            .collect();
         assert!(big.is_superset(small));
         assert!(!small.is_superset(big));
-        assert_eq!(small.missing_from(big).collect::<Vec<_>>(), vec![Permission::UserManage]);
+        assert_eq!(
+            small.missing_from(big).collect::<Vec<_>>(),
+            vec![Permission::UserManage]
+        );
     }
 }

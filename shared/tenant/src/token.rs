@@ -107,8 +107,8 @@ pub struct PublicKey {
 impl PublicKey {
     /// From a SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`).
     pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
-        let key =
-            VerifyingKey::from_public_key_pem(pem).map_err(|e| KeyError::PublicKey(e.to_string()))?;
+        let key = VerifyingKey::from_public_key_pem(pem)
+            .map_err(|e| KeyError::PublicKey(e.to_string()))?;
         Ok(Self { key })
     }
 
