@@ -1,7 +1,7 @@
 //! DecisionService: reads of the caller's tenant's decisions.
 
 use chrono::{DateTime, Utc};
-use codeops_platform::convert::{enum_to_db, etag, id_string, opt_timestamp};
+use codeops_platform::convert::{enum_from_db, enum_to_db, etag, id_string, opt_timestamp};
 use codeops_platform::{ApiError, Cursor, Db, Page, Violations};
 use codeops_proto::decision::decision_service_server::DecisionService;
 use codeops_proto::decision::{
@@ -56,11 +56,16 @@ impl DecisionRow {
     }
 
     fn into_proto(self) -> Decision {
-        let status = DecisionStatus::from_str_name(&format!("DECISION_STATUS_{}", self.status))
-            .unwrap_or_default();
-        let priority =
-            DecisionPriority::from_str_name(&format!("DECISION_PRIORITY_{}", self.priority))
-                .unwrap_or_default();
+        let status = enum_from_db(
+            &self.status,
+            "DECISION_STATUS_",
+            DecisionStatus::from_str_name,
+        );
+        let priority = enum_from_db(
+            &self.priority,
+            "DECISION_PRIORITY_",
+            DecisionPriority::from_str_name,
+        );
         Decision {
             id: self.id.to_string(),
             title: self.title,

@@ -2,7 +2,9 @@
 //! wrote it.
 
 use chrono::{DateTime, Utc};
-use codeops_platform::convert::{enum_to_db, from_timestamp, json_to_struct, timestamp};
+use codeops_platform::convert::{
+    enum_from_db, enum_to_db, from_timestamp, json_to_struct, timestamp,
+};
 use codeops_platform::validate::SHORT_TEXT;
 use codeops_platform::{ApiError, Cursor, Page, Violations};
 use codeops_proto::identity::audit_service_server::AuditService;
@@ -51,8 +53,7 @@ impl AuditRow {
             actor_id: self.actor_id.map(|id| id.to_string()).unwrap_or_default(),
             actor_name: self.actor_name.unwrap_or_default(),
             actor_email: self.actor_email.unwrap_or_default(),
-            action: AuditAction::from_str_name(&format!("AUDIT_ACTION_{}", self.action))
-                .unwrap_or_default() as i32,
+            action: enum_from_db(&self.action, "AUDIT_ACTION_", AuditAction::from_str_name) as i32,
             entity_type: self.entity_type,
             entity_id: self.entity_id.to_string(),
             entity_title: self.entity_title.unwrap_or_default(),

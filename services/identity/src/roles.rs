@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use codeops_platform::audit::{self, Actor, AuditEntry};
-use codeops_platform::convert::{enum_to_db, etag, opt_timestamp};
+use codeops_platform::convert::{enum_from_db, enum_to_db, etag, opt_timestamp};
 use codeops_platform::validate::{SHORT_TEXT, check_etag};
 use codeops_platform::{ApiError, Cursor, Page, Violations};
 use codeops_proto::identity::role_service_server::RoleService;
@@ -74,10 +74,12 @@ impl RoleRow {
             code: self.code,
             name: self.name,
             description: self.description.unwrap_or_default(),
-            category: RoleCategory::from_str_name(&format!("ROLE_CATEGORY_{}", self.category))
-                .unwrap_or_default() as i32,
-            level: RoleLevel::from_str_name(&format!("ROLE_LEVEL_{}", self.level))
-                .unwrap_or_default() as i32,
+            category: enum_from_db(
+                &self.category,
+                "ROLE_CATEGORY_",
+                RoleCategory::from_str_name,
+            ) as i32,
+            level: enum_from_db(&self.level, "ROLE_LEVEL_", RoleLevel::from_str_name) as i32,
             permissions: self.permissions,
             create_time: opt_timestamp(self.created_at),
             update_time: opt_timestamp(self.updated_at),

@@ -3,9 +3,9 @@
 use chrono::{DateTime, Utc};
 use codeops_platform::audit::{self, Actor, AuditEntry};
 use codeops_platform::convert::{
-    enum_to_db, etag, id_string, json_to_struct, opt_timestamp, struct_to_json,
+    enum_from_db, enum_to_db, etag, id_string, json_to_struct, opt_timestamp, struct_to_json,
 };
-use codeops_platform::validate::{SHORT_TEXT, check_etag};
+use codeops_platform::validate::{SHORT_TEXT, check_etag, contains_pattern};
 use codeops_platform::{ApiError, Cursor, Page, Violations};
 use codeops_proto::identity::team_service_server::TeamService;
 use codeops_proto::identity::{
@@ -151,8 +151,7 @@ impl MemberRow {
             id: self.id.to_string(),
             team_id: self.team_id.to_string(),
             user_id: self.user_id.to_string(),
-            team_role: TeamRole::from_str_name(&format!("TEAM_ROLE_{}", self.team_role))
-                .unwrap_or_default() as i32,
+            team_role: enum_from_db(&self.team_role, "TEAM_ROLE_", TeamRole::from_str_name) as i32,
             join_time: opt_timestamp(self.joined_at),
             added_by_id: id_string(self.added_by_id),
             email: self.email,
@@ -237,14 +236,7 @@ impl TeamService for Svc {
         let filters = format!("{}|{query:?}", req.include_archived);
         let page = Page::parse(req.page_size, &req.page_token, &filters, &mut v);
         v.finish()?;
-        let pattern = query.map(|q| {
-            format!(
-                "%{}%",
-                q.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            )
-        });
+        let pattern = query.as_deref().map(contains_pattern);
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         let mut rows: Vec<TeamRow> = sqlx::query_as(&format!(
             "{TEAM_SELECT} WHERE tenant_id = $1 \

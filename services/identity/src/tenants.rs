@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use codeops_platform::audit::{self, Actor, AuditEntry};
-use codeops_platform::convert::{etag, json_to_struct, opt_timestamp, struct_to_json};
+use codeops_platform::convert::{
+    enum_from_db, etag, json_to_struct, opt_timestamp, struct_to_json,
+};
 use codeops_platform::validate::{SHORT_TEXT, check_etag};
 use codeops_platform::{ApiError, Db, Tx, Violations};
 use codeops_proto::identity::tenant_service_server::TenantService;
@@ -78,11 +80,11 @@ impl TenantRow {
                 timezone: settings["timezone"].as_str().unwrap_or("UTC").to_owned(),
                 custom: settings.get("custom").map(json_to_struct),
             }),
-            status: TenantStatus::from_str_name(&format!(
-                "TENANT_STATUS_{}",
-                self.status.as_deref().unwrap_or("ACTIVE")
-            ))
-            .unwrap_or_default() as i32,
+            status: enum_from_db(
+                self.status.as_deref().unwrap_or("ACTIVE"),
+                "TENANT_STATUS_",
+                TenantStatus::from_str_name,
+            ) as i32,
             name: self.name,
             slug: self.slug,
             logo_url: self.logo_url.unwrap_or_default(),

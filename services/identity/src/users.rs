@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use codeops_platform::audit::{self, Actor, AuditEntry};
 use codeops_platform::convert::{etag, id_string, opt_timestamp};
-use codeops_platform::validate::{SHORT_TEXT, check_etag};
+use codeops_platform::validate::{SHORT_TEXT, check_etag, contains_pattern};
 use codeops_platform::{ApiError, Cursor, Page, Tx, Violations};
 use codeops_proto::identity::user_service_server::UserService;
 use codeops_proto::identity::{
@@ -320,14 +320,7 @@ impl UserService for Svc {
         let filters = format!("{team_id:?}|{role_id:?}|{:?}|{query:?}", req.is_active);
         let page = Page::parse(req.page_size, &req.page_token, &filters, &mut v);
         v.finish()?;
-        let pattern = query.map(|q| {
-            format!(
-                "%{}%",
-                q.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            )
-        });
+        let pattern = query.as_deref().map(contains_pattern);
 
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         let mut rows: Vec<UserRow> = sqlx::query_as(&format!(

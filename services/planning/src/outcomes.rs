@@ -1,7 +1,9 @@
 //! OutcomeService: reads of the caller's tenant's outcomes.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use codeops_platform::convert::{enum_to_db, etag, id_string, opt_timestamp, timestamp};
+use codeops_platform::convert::{
+    enum_from_db, enum_to_db, etag, id_string, opt_timestamp, timestamp,
+};
 use codeops_platform::{ApiError, Cursor, Db, Page, Violations};
 use codeops_proto::planning::outcome_service_server::OutcomeService;
 use codeops_proto::planning::{
@@ -53,11 +55,16 @@ impl OutcomeRow {
     }
 
     fn into_proto(self) -> Outcome {
-        let status = OutcomeStatus::from_str_name(&format!("OUTCOME_STATUS_{}", self.status))
-            .unwrap_or_default();
-        let priority =
-            OutcomePriority::from_str_name(&format!("OUTCOME_PRIORITY_{}", self.priority))
-                .unwrap_or_default();
+        let status = enum_from_db(
+            &self.status,
+            "OUTCOME_STATUS_",
+            OutcomeStatus::from_str_name,
+        );
+        let priority = enum_from_db(
+            &self.priority,
+            "OUTCOME_PRIORITY_",
+            OutcomePriority::from_str_name,
+        );
         Outcome {
             id: self.id.to_string(),
             title: self.title,

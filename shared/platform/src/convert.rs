@@ -38,6 +38,12 @@ pub fn enum_to_db<'a>(name: &'a str, prefix: &str) -> &'a str {
     name.strip_prefix(prefix).unwrap_or(name)
 }
 
+/// Proto enum value of a database text (`ACTIVE` → `TENANT_STATUS_ACTIVE`);
+/// unknown text maps to the `*_UNSPECIFIED` value.
+pub fn enum_from_db<E: Default>(value: &str, prefix: &str, parse: fn(&str) -> Option<E>) -> E {
+    parse(&format!("{prefix}{value}")).unwrap_or_default()
+}
+
 /// JSON `Value` → protobuf `Struct`. Only objects convert; anything else is
 /// an empty struct.
 pub fn json_to_struct(value: &serde_json::Value) -> prost_types::Struct {

@@ -151,6 +151,16 @@ impl Violations {
     }
 }
 
+/// An `ILIKE` pattern matching `text` anywhere, with the pattern
+/// characters of `text` escaped.
+pub fn contains_pattern(text: &str) -> String {
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
 fn is_email(value: &str) -> bool {
     let Some((local, domain)) = value.split_once('@') else {
         return false;
@@ -192,6 +202,11 @@ mod tests {
         assert_eq!(v.slug("slug", "team-one"), "team-one");
         assert!(v.finish().is_ok());
         assert!(!id.is_nil());
+    }
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(contains_pattern("a%b_c\\"), "%a\\%b\\_c\\\\%");
     }
 
     #[test]
