@@ -35,6 +35,14 @@ async fn owner_pool(url: &str) -> anyhow::Result<PgPool> {
         .parse()
         .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
     let target = format!("{}:{}", options.get_host(), options.get_port());
+    // One direct connection first: a pool retries until its acquire
+    // timeout and then hides why the database is unreachable.
+    PgConnection::connect_with(&options)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to the database at {target}: {e}"))?
+        .close()
+        .await
+        .ok();
     PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(std::time::Duration::from_secs(10))

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Executor, PgPool, Postgres, Transaction};
+use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -59,6 +59,17 @@ impl Db {
     pub async fn connect(options: &DbOptions) -> Result<Db, DbError> {
         let connect: PgConnectOptions = options.url.parse().map_err(DbError::BadUrl)?;
         let target = format!("{}:{}", connect.get_host(), connect.get_port());
+        // One direct connection first: a pool retries until its acquire
+        // timeout and then hides why ("connection refused", bad password).
+        PgConnection::connect_with(&connect)
+            .await
+            .map_err(|source| DbError::Connect {
+                target: target.clone(),
+                source,
+            })?
+            .close()
+            .await
+            .ok();
         let role = options.app_role.clone();
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)

@@ -173,6 +173,43 @@ fn is_email(value: &str) -> bool {
         && !value.contains(char::is_whitespace)
 }
 
+impl Violations {
+    /// The paths of a required `update_mask`, each checked against `allowed`.
+    pub fn update_mask(
+        &mut self,
+        mask: Option<&prost_types::FieldMask>,
+        allowed: &[&str],
+    ) -> Vec<String> {
+        let paths = mask.map(|m| m.paths.clone()).unwrap_or_default();
+        if paths.is_empty() {
+            self.add(
+                "update_mask",
+                format!("is required; allowed paths: {}", allowed.join(", ")),
+            );
+        }
+        for path in &paths {
+            if !allowed.contains(&path.as_str()) {
+                self.add(
+                    "update_mask",
+                    format!("unknown path {path:?}; allowed: {}", allowed.join(", ")),
+                );
+            }
+        }
+        paths
+    }
+}
+
+/// Compares a client's etag with the row's; empty means "don't check".
+pub fn check_etag(given: &str, current: &str) -> Result<(), ApiError> {
+    if given.is_empty() || given == current {
+        Ok(())
+    } else {
+        Err(ApiError::Aborted(
+            "the resource changed since it was read (stale etag); read it again and retry".into(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,42 +253,5 @@ mod tests {
             v.slug("slug", slug);
             assert!(v.finish().is_err(), "{slug} should be rejected");
         }
-    }
-}
-
-impl Violations {
-    /// The paths of a required `update_mask`, each checked against `allowed`.
-    pub fn update_mask(
-        &mut self,
-        mask: Option<&prost_types::FieldMask>,
-        allowed: &[&str],
-    ) -> Vec<String> {
-        let paths = mask.map(|m| m.paths.clone()).unwrap_or_default();
-        if paths.is_empty() {
-            self.add(
-                "update_mask",
-                format!("is required; allowed paths: {}", allowed.join(", ")),
-            );
-        }
-        for path in &paths {
-            if !allowed.contains(&path.as_str()) {
-                self.add(
-                    "update_mask",
-                    format!("unknown path {path:?}; allowed: {}", allowed.join(", ")),
-                );
-            }
-        }
-        paths
-    }
-}
-
-/// Compares a client's etag with the row's; empty means "don't check".
-pub fn check_etag(given: &str, current: &str) -> Result<(), ApiError> {
-    if given.is_empty() || given == current {
-        Ok(())
-    } else {
-        Err(ApiError::Aborted(
-            "the resource changed since it was read (stale etag); read it again and retry".into(),
-        ))
     }
 }
