@@ -3,3 +3,13 @@
 
 mod common;
 mod foundation;
+mod identity_audit;
+mod identity_auth;
+mod identity_cross_tenant;
+mod identity_jwt;
+mod identity_roles;
+mod identity_support;
+mod identity_teams;
+mod identity_tenants;
+mod identity_tokens;
+mod identity_users;

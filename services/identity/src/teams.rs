@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::Svc;
+use crate::users::ensure_user_in_tenant;
 
 #[derive(sqlx::FromRow)]
 struct TeamRow {
@@ -184,6 +185,9 @@ impl TeamService for Svc {
         v.finish()?;
 
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        if let Some(lead_id) = lead_id {
+            ensure_user_in_tenant(&mut tx, ctx.tenant_id, lead_id, "team.lead_id").await?;
+        }
         let id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO core.teams (id, tenant_id, name, slug, description, icon_url, color, lead_id, is_active, \
@@ -297,6 +301,9 @@ impl TeamService for Svc {
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         let before = get_for_update(&mut tx, ctx.tenant_id, id).await?;
         check_etag(&team.etag, &etag(before.updated_at))?;
+        if let Some(Some(lead_id)) = lead_id {
+            ensure_user_in_tenant(&mut tx, ctx.tenant_id, lead_id, "team.lead_id").await?;
+        }
         sqlx::query(
             "UPDATE core.teams SET name = coalesce($3, name), slug = coalesce($4, slug), \
                  description = CASE WHEN $5 THEN $6 ELSE description END, \

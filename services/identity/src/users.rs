@@ -189,6 +189,29 @@ pub(crate) fn ensure_can_grant(
     }
 }
 
+/// An id a request names as a user must be a user of the caller's tenant;
+/// otherwise the field is invalid (the same answer for another tenant's user
+/// as for no user at all).
+pub(crate) async fn ensure_user_in_tenant(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    user_id: Uuid,
+    field: &str,
+) -> Result<(), ApiError> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM core.users WHERE tenant_id = $1 AND id = $2)",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .fetch_one(conn)
+    .await?;
+    if exists {
+        Ok(())
+    } else {
+        Err(ApiError::field(field, "no such user in this tenant"))
+    }
+}
+
 /// A manager must be in the caller's tenant (the composite key enforces
 /// it too) and must not be the user or one of the user's reports.
 async fn check_manager(
@@ -197,19 +220,7 @@ async fn check_manager(
     user_id: Uuid,
     manager_id: Uuid,
 ) -> Result<(), ApiError> {
-    let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM core.users WHERE tenant_id = $1 AND id = $2)",
-    )
-    .bind(tenant_id)
-    .bind(manager_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    if !exists {
-        return Err(ApiError::field(
-            "user.manager_id",
-            "no such user in this tenant",
-        ));
-    }
+    ensure_user_in_tenant(&mut *conn, tenant_id, manager_id, "user.manager_id").await?;
     let cycle: bool = sqlx::query_scalar(
         "WITH RECURSIVE chain(id, depth) AS ( \
              SELECT $2::uuid, 0 \
@@ -449,6 +460,9 @@ impl UserService for Svc {
         }
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         let before = get_for_update(&mut tx, ctx.tenant_id, id).await?;
+        // Deactivating is the strongest demotion: only someone holding
+        // everything the user holds may do it.
+        ensure_can_grant(ctx, before.permission_set())?;
         if !before.active() {
             return Err(ApiError::FailedPrecondition("user is already deactivated".into()).into());
         }

@@ -89,10 +89,17 @@ fn constraint_field(constraint: Option<&str>) -> String {
     let Some(name) = constraint else {
         return "request".into();
     };
-    let trimmed = ["_fkey", "_key", "_check", "_idx"]
-        .iter()
-        .find_map(|suffix| name.strip_suffix(suffix))
-        .unwrap_or(name);
+    // Foreign keys are named for the referencing column without its `_id`.
+    let (trimmed, is_fkey) = match name.strip_suffix("_fkey") {
+        Some(rest) => (rest, true),
+        None => (
+            ["_key", "_check", "_idx"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name),
+            false,
+        ),
+    };
     for table in [
         "team_members_",
         "decision_comments_",
@@ -109,7 +116,12 @@ fn constraint_field(constraint: Option<&str>) -> String {
         "audit_logs_",
     ] {
         if let Some(rest) = trimmed.strip_prefix(table) {
-            return rest.trim_start_matches("tenant_id_").to_owned();
+            let column = rest.trim_start_matches("tenant_id_");
+            return if is_fkey && !column.ends_with("_id") && column != "tenant" {
+                format!("{column}_id")
+            } else {
+                column.to_owned()
+            };
         }
     }
     trimmed.to_owned()
@@ -162,7 +174,7 @@ mod tests {
 
     #[test]
     fn constraint_names_map_to_fields() {
-        assert_eq!(constraint_field(Some("users_manager_fkey")), "manager");
+        assert_eq!(constraint_field(Some("users_manager_fkey")), "manager_id");
         assert_eq!(constraint_field(Some("teams_tenant_id_slug_key")), "slug");
         assert_eq!(constraint_field(Some("users_tenant_id_email_key")), "email");
         assert_eq!(constraint_field(None), "request");

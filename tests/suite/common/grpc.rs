@@ -9,9 +9,9 @@ use tonic_health::pb::health_client::HealthClient;
 macro_rules! list_services_fn {
     ($name:ident, $pb:path) => {
         pub async fn $name(channel: Channel) -> Result<Vec<String>, tonic::Status> {
-            use $pb as pb;
             use pb::server_reflection_request::MessageRequest;
             use pb::server_reflection_response::MessageResponse;
+            use $pb as pb;
             let request = pb::ServerReflectionRequest {
                 host: String::new(),
                 message_request: Some(MessageRequest::ListServices(String::new())),
@@ -21,17 +21,18 @@ macro_rules! list_services_fn {
                 .server_reflection_info(tokio_stream::iter(vec![request]))
                 .await?
                 .into_inner();
-            let response = responses
-                .message()
-                .await?
-                .ok_or_else(|| tonic::Status::internal("reflection stream ended without an answer"))?;
+            let response = responses.message().await?.ok_or_else(|| {
+                tonic::Status::internal("reflection stream ended without an answer")
+            })?;
             match response.message_response {
                 Some(MessageResponse::ListServicesResponse(list)) => {
                     let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
                     names.sort();
                     Ok(names)
                 }
-                other => Err(tonic::Status::internal(format!("unexpected reflection answer: {other:?}"))),
+                other => Err(tonic::Status::internal(format!(
+                    "unexpected reflection answer: {other:?}"
+                ))),
             }
         }
     };
@@ -41,7 +42,10 @@ list_services_fn!(list_services_v1, tonic_reflection::pb::v1);
 list_services_fn!(list_services_v1alpha, tonic_reflection::pb::v1alpha);
 
 /// The serving status health reports for `service` ("" for the server).
-pub async fn health_status(channel: Channel, service: &str) -> Result<ServingStatus, tonic::Status> {
+pub async fn health_status(
+    channel: Channel,
+    service: &str,
+) -> Result<ServingStatus, tonic::Status> {
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: service.to_owned(),

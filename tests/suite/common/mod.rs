@@ -96,17 +96,19 @@ async fn server() -> &'static Server {
     SERVER
         .get_or_init(|| async {
             init_logging();
+            remove_dead_cluster_dirs();
             let server = match std::env::var("DATABASE_URL") {
                 Ok(url) if !url.trim().is_empty() => Server {
                     admin_url: url,
                     _cluster: None,
                 },
                 _ => {
-                    remove_dead_cluster_dirs();
                     let cluster = tokio::task::spawn_blocking(|| Cluster::start("codeops-test"))
                         .await
                         .expect("cluster start task")
-                        .expect("DATABASE_URL is not set and a private PostgreSQL cluster could not start");
+                        .unwrap_or_else(|e| {
+                            panic!("DATABASE_URL is not set and a private PostgreSQL cluster could not start: {e}")
+                        });
                     Server {
                         admin_url: cluster.url(),
                         _cluster: Some(std::sync::Mutex::new(cluster)),
@@ -214,8 +216,12 @@ async fn template() -> &'static str {
                 .await
                 .expect("create the template database");
             let url = with_database(&admin_url, &name);
-            codeops::schema::migrate(&url).await.expect("migrate the template database");
-            let inserted = codeops::schema::seed(&url).await.expect("seed the template database");
+            codeops::schema::migrate(&url)
+                .await
+                .expect("migrate the template database");
+            let inserted = codeops::schema::seed(&url)
+                .await
+                .expect("seed the template database");
             assert!(inserted > 0, "seeding the template inserted no rows");
             // Copies need a template nobody is connected to.
             wait_for_no_connections(&mut conn, &name).await;
@@ -264,7 +270,11 @@ impl TestDb {
     }
 
     async fn create(template: Option<&str>) -> TestDb {
-        let name = format!("ct_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "ct_{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        );
         let admin_url = server().await.admin_url.clone();
         let mut conn = admin_connection().await;
         let sql = match template {
@@ -277,7 +287,9 @@ impl TestDb {
         loop {
             match sqlx::raw_sql(&sql).execute(&mut conn).await {
                 Ok(_) => break,
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") && attempt < 100 => {
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some("55006") && attempt < 100 =>
+                {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -318,14 +330,18 @@ impl Drop for TestDb {
         // Drop runs inside the test's runtime: do the async work on a
         // thread of its own.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async {
                 if let Ok(mut conn) = PgConnection::connect(&admin_url).await {
-                    let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
+                    let _ =
+                        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute(&mut conn)
+                            .await;
                     let _ = conn.close().await;
                 }
             });
@@ -374,8 +390,11 @@ impl TestApp {
             .await
             .expect("start the three services");
         let addr = |service| suite.addr(service).expect("service address");
-        let (identity_addr, planning_addr, decision_addr) =
-            (addr(Service::Identity), addr(Service::Planning), addr(Service::Decision));
+        let (identity_addr, planning_addr, decision_addr) = (
+            addr(Service::Identity),
+            addr(Service::Planning),
+            addr(Service::Decision),
+        );
         TestApp {
             identity_addr,
             planning_addr,
@@ -460,7 +479,10 @@ impl TestApp {
             email: email.to_owned(),
             password: password.to_owned(),
         };
-        self.auth().login(request).await.map(tonic::Response::into_inner)
+        self.auth()
+            .login(request)
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     /// Logs in and returns the access token; panics when login fails.
@@ -468,9 +490,14 @@ impl TestApp {
         let response = self
             .login_response(tenant_slug, email, password)
             .await
-            .unwrap_or_else(|status| panic!("login of {email} in {tenant_slug} failed: {status:?}"));
+            .unwrap_or_else(|status| {
+                panic!("login of {email} in {tenant_slug} failed: {status:?}")
+            });
         let tokens = response.tokens.expect("LoginResponse.tokens");
-        assert!(!tokens.access_token.is_empty(), "empty access token for {email}");
+        assert!(
+            !tokens.access_token.is_empty(),
+            "empty access token for {email}"
+        );
         tokens.access_token
     }
 
@@ -522,4 +549,20 @@ pub fn free_port() -> u16 {
 /// A fresh random id, for "does not exist" cases.
 pub fn random_id() -> Uuid {
     Uuid::new_v4()
+}
+
+#[test]
+fn with_database_replaces_only_the_database_name() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/postgres", "ct_1_2"),
+        "postgres://postgres@127.0.0.1:5432/ct_1_2"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@db:5432", "x"),
+        "postgres://u:p@db:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u@db/app?sslmode=disable", "x"),
+        "postgres://u@db/x?sslmode=disable"
+    );
 }

@@ -68,7 +68,11 @@ impl Running {
         let mut child = command.spawn().expect("spawn codeops");
         let stdout = collect(child.stdout.take().expect("piped stdout"));
         let stderr = collect(child.stderr.take().expect("piped stderr"));
-        Running { child, stdout, stderr }
+        Running {
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -98,7 +102,11 @@ impl Running {
     }
 
     /// The first stdout line matching `pred`, waiting up to `timeout`.
-    pub async fn wait_for_stdout(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+    pub async fn wait_for_stdout(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(line) = self.stdout().into_iter().find(|l| pred(l)) {
@@ -116,12 +124,19 @@ impl Running {
     pub fn signal(&self, signal: libc::c_int) {
         let pid = self.pid() as libc::pid_t;
         let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill({pid}, {signal}) failed: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signal}) failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
 
     /// The exit status, or `None` if still running after `timeout`.
     pub async fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let status = tokio::time::timeout(timeout, self.child.wait()).await.ok()?;
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()?;
         let status = status.expect("wait for codeops");
         // Let the readers drain what was written before the exit.
         tokio::time::sleep(Duration::from_millis(100)).await;

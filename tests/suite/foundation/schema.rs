@@ -78,7 +78,9 @@ async fn migrations_produce_the_audited_schema() {
     let tool = std::path::Path::new(CHECK_SCHEMA);
     if !tool.exists() {
         if std::env::var("CODEOPS_SKIP_SCHEMA_AUDIT").as_deref() == Ok("1") {
-            eprintln!("skipping the schema audit: {CHECK_SCHEMA} not found and CODEOPS_SKIP_SCHEMA_AUDIT=1");
+            eprintln!(
+                "skipping the schema audit: {CHECK_SCHEMA} not found and CODEOPS_SKIP_SCHEMA_AUDIT=1"
+            );
             return;
         }
         panic!(
@@ -87,13 +89,17 @@ async fn migrations_produce_the_audited_schema() {
         );
     }
     let db = TestDb::empty().await;
-    schema::migrate(&db.url).await.expect("migrate an empty database");
+    schema::migrate(&db.url)
+        .await
+        .expect("migrate an empty database");
 
     let url = db.url.clone();
-    let output = tokio::task::spawn_blocking(move || Command::new(CHECK_SCHEMA).arg(url).output())
-        .await
-        .expect("check-schema task")
-        .expect("run check-schema (needs python3 and psql)");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("python3").arg(CHECK_SCHEMA).arg(url).output()
+    })
+    .await
+    .expect("check-schema task")
+    .expect("run check-schema (needs python3 and psql)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -105,7 +111,10 @@ async fn migrations_produce_the_audited_schema() {
         stdout.contains(" 0 missing"),
         "check-schema did not report `0 missing`:\n{stdout}\n{stderr}"
     );
-    assert!(!stdout.contains("MISSING:"), "check-schema reported missing items:\n{stdout}");
+    assert!(
+        !stdout.contains("MISSING:"),
+        "check-schema reported missing items:\n{stdout}"
+    );
 }
 
 #[tokio::test]
@@ -118,9 +127,18 @@ async fn migrating_twice_changes_nothing() {
         before.iter().any(|l| l.starts_with("column users.email ")),
         "fingerprint does not see core.users: {before:#?}"
     );
-    assert!(before.iter().any(|l| l.starts_with("policy ")), "no RLS policies in core");
-    let migrations = before.iter().filter(|l| l.starts_with("migration ")).count();
-    assert!(migrations >= 4, "expected the identity, planning and decision migrations, saw {migrations}");
+    assert!(
+        before.iter().any(|l| l.starts_with("policy ")),
+        "no RLS policies in core"
+    );
+    let migrations = before
+        .iter()
+        .filter(|l| l.starts_with("migration "))
+        .count();
+    assert!(
+        migrations >= 4,
+        "expected the identity, planning and decision migrations, saw {migrations}"
+    );
 
     schema::migrate(&db.url).await.expect("second migrate");
     let after = schema_fingerprint(&pool).await;
@@ -155,20 +173,27 @@ async fn seeding_twice_inserts_nothing_the_second_time() {
 async fn every_seeded_password_verifies_against_password123() {
     let db = TestDb::seeded().await;
     let pool = db.admin_pool().await;
-    let users: Vec<(String, String)> = sqlx::query_as("SELECT email, password_hash FROM core.users ORDER BY email")
-        .fetch_all(&pool)
-        .await
-        .expect("seeded users");
+    let users: Vec<(String, String)> =
+        sqlx::query_as("SELECT email, password_hash FROM core.users ORDER BY email")
+            .fetch_all(&pool)
+            .await
+            .expect("seeded users");
     assert_eq!(users.len(), SEEDED_LOGINS.len(), "seeded users: {users:?}");
     for (_, email, _) in SEEDED_LOGINS {
-        assert!(users.iter().any(|(e, _)| e == email), "{email} is not seeded");
+        assert!(
+            users.iter().any(|(e, _)| e == email),
+            "{email} is not seeded"
+        );
     }
     for (email, hash) in users {
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(PASSWORD, &hash))
             .await
             .expect("bcrypt task")
             .unwrap_or_else(|e| panic!("stored hash of {email} is not a bcrypt hash: {e}"));
-        assert!(ok, "the stored hash of {email} does not verify against {PASSWORD}");
+        assert!(
+            ok,
+            "the stored hash of {email} does not verify against {PASSWORD}"
+        );
     }
     pool.close().await;
 }

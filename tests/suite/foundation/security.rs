@@ -52,27 +52,45 @@ async fn a_tenant_transaction_sees_only_that_tenants_rows() {
     let db = test_db.app_db().await;
 
     for (tenant, expected_users) in [(ids::ACME, 4_i64), (ids::GLOBEX, 2)] {
-        let expected_decisions: i64 = sqlx::query_scalar("SELECT count(*) FROM core.decisions WHERE tenant_id = $1")
-            .bind(tenant)
-            .fetch_one(&admin)
-            .await
-            .expect("count decisions as superuser");
-        assert!(expected_decisions > 0, "tenant {tenant} has no seeded decisions");
+        let expected_decisions: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM core.decisions WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch_one(&admin)
+                .await
+                .expect("count decisions as superuser");
+        assert!(
+            expected_decisions > 0,
+            "tenant {tenant} has no seeded decisions"
+        );
 
         let mut tx = db.tenant_tx(tenant).await.expect("tenant transaction");
         let users: Vec<Uuid> = sqlx::query_scalar("SELECT tenant_id FROM core.users")
             .fetch_all(&mut *tx)
             .await
             .expect("users in tenant transaction");
-        assert_eq!(users.len() as i64, expected_users, "users visible to tenant {tenant}");
-        assert!(users.iter().all(|t| *t == tenant), "another tenant's user is visible: {users:?}");
+        assert_eq!(
+            users.len() as i64,
+            expected_users,
+            "users visible to tenant {tenant}"
+        );
+        assert!(
+            users.iter().all(|t| *t == tenant),
+            "another tenant's user is visible: {users:?}"
+        );
 
         let decisions: Vec<Uuid> = sqlx::query_scalar("SELECT tenant_id FROM core.decisions")
             .fetch_all(&mut *tx)
             .await
             .expect("decisions in tenant transaction");
-        assert_eq!(decisions.len() as i64, expected_decisions, "decisions visible to tenant {tenant}");
-        assert!(decisions.iter().all(|t| *t == tenant), "another tenant's decision is visible");
+        assert_eq!(
+            decisions.len() as i64,
+            expected_decisions,
+            "decisions visible to tenant {tenant}"
+        );
+        assert!(
+            decisions.iter().all(|t| *t == tenant),
+            "another tenant's decision is visible"
+        );
         tx.commit().await.expect("commit");
     }
 

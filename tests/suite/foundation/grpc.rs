@@ -1,0 +1,387 @@
+//! What every port serves (reflection, health, request ids) and the
+//! planning and decision read RPCs across tenants.
+
+use std::collections::BTreeSet;
+
+use codeops::suite::Service;
+use codeops_proto::decision::{GetDecisionRequest, ListDecisionsRequest};
+use codeops_proto::planning::{GetOutcomeRequest, ListOutcomesRequest};
+use sqlx::PgPool;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use uuid::Uuid;
+
+use crate::common::grpc::{
+    HEALTH_SERVICE, health_status, list_services_v1, list_services_v1alpha, services_of,
+};
+use crate::common::{TestApp, bearer, ids};
+
+const REQUEST_ID: &str = "x-request-id";
+
+fn assert_lists(service: Service, version: &str, listed: &[String]) {
+    for expected in services_of(service).iter().chain([&HEALTH_SERVICE]) {
+        assert!(
+            listed.iter().any(|l| l == expected),
+            "{version} reflection on the {} port does not list {expected}; it lists {listed:?}",
+            service.name()
+        );
+    }
+    // A port lists what it serves, not the other services' APIs.
+    for other in Service::ALL.into_iter().filter(|o| *o != service) {
+        for foreign in services_of(other) {
+            assert!(
+                !listed.iter().any(|l| l == foreign),
+                "{version} reflection on the {} port lists {foreign}, which it does not serve",
+                service.name()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_each_ports_services_and_health() {
+    let app = TestApp::spawn().await;
+    for service in Service::ALL {
+        let listed = list_services_v1(app.channel(service))
+            .await
+            .unwrap_or_else(|s| panic!("v1 reflection on {}: {s:?}", service.name()));
+        assert_lists(service, "grpc.reflection.v1", &listed);
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_lists_each_ports_services_and_health() {
+    let app = TestApp::spawn().await;
+    for service in Service::ALL {
+        let listed = list_services_v1alpha(app.channel(service))
+            .await
+            .unwrap_or_else(|s| panic!("v1alpha reflection on {}: {s:?}", service.name()));
+        assert_lists(service, "grpc.reflection.v1alpha", &listed);
+    }
+}
+
+#[tokio::test]
+async fn health_answers_serving_for_the_server_and_each_service() {
+    let app = TestApp::spawn().await;
+    for service in Service::ALL {
+        for name in [""].iter().chain(services_of(service)) {
+            let status = health_status(app.channel(service), name)
+                .await
+                .unwrap_or_else(|s| panic!("health check {name:?} on {}: {s:?}", service.name()));
+            assert_eq!(
+                status,
+                ServingStatus::Serving,
+                "health of {name:?} on the {} port",
+                service.name()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn health_of_an_unknown_service_is_not_found() {
+    let app = TestApp::spawn().await;
+    let err = health_status(app.channel(Service::Planning), "codeops.nope.v1.Nothing")
+        .await
+        .expect_err("an unknown service has no health");
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn request_id_is_echoed_when_given() {
+    let app = TestApp::spawn().await;
+    for service in Service::ALL {
+        let mut request = tonic::Request::new(HealthCheckRequest::default());
+        request
+            .metadata_mut()
+            .insert(REQUEST_ID, "suite-test-request-42".parse().expect("ascii"));
+        let response = app
+            .health(service)
+            .check(request)
+            .await
+            .expect("health check");
+        assert_eq!(
+            response
+                .metadata()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok()),
+            Some("suite-test-request-42"),
+            "request id on the {} port",
+            service.name()
+        );
+    }
+
+    // Also on a real RPC.
+    let mut request = tonic::Request::new(codeops_proto::identity::LoginRequest {
+        tenant_slug: "acme".into(),
+        email: "alice@acme.test".into(),
+        password: "password123".into(),
+    });
+    request
+        .metadata_mut()
+        .insert(REQUEST_ID, "login-request-7".parse().expect("ascii"));
+    let response = app.auth().login(request).await.expect("login");
+    assert_eq!(
+        response
+            .metadata()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok()),
+        Some("login-request-7")
+    );
+}
+
+#[tokio::test]
+async fn request_id_is_generated_when_absent() {
+    let app = TestApp::spawn().await;
+    let mut seen = BTreeSet::new();
+    for service in Service::ALL {
+        let response = app
+            .health(service)
+            .check(HealthCheckRequest::default())
+            .await
+            .expect("health check");
+        let id = response
+            .metadata()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("no {REQUEST_ID} from the {} port", service.name()))
+            .to_owned();
+        assert!(!id.is_empty(), "empty generated request id");
+        assert!(
+            seen.insert(id.clone()),
+            "request id {id} was handed out twice"
+        );
+    }
+}
+
+#[tokio::test]
+async fn request_id_is_returned_on_errors_too() {
+    let app = TestApp::spawn().await;
+    let mut request = tonic::Request::new(ListOutcomesRequest::default());
+    request
+        .metadata_mut()
+        .insert(REQUEST_ID, "rejected-call-1".parse().expect("ascii"));
+    let status = app
+        .outcomes()
+        .list_outcomes(request)
+        .await
+        .expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(
+        status
+            .metadata()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok()),
+        Some("rejected-call-1")
+    );
+}
+
+async fn ids_of(pool: &PgPool, table: &str, tenant: Uuid) -> BTreeSet<String> {
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar(&format!("SELECT id FROM core.{table} WHERE tenant_id = $1"))
+            .bind(tenant)
+            .fetch_all(pool)
+            .await
+            .unwrap_or_else(|e| panic!("ids of core.{table}: {e}"));
+    ids.into_iter().map(|id| id.to_string()).collect()
+}
+
+async fn list_outcome_ids(app: &TestApp, token: &str) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    let mut page_token = String::new();
+    loop {
+        let request = ListOutcomesRequest {
+            page_size: 100,
+            page_token: page_token.clone(),
+            ..Default::default()
+        };
+        let page = app
+            .outcomes()
+            .list_outcomes(bearer(request, token))
+            .await
+            .expect("ListOutcomes")
+            .into_inner();
+        for outcome in page.outcomes {
+            assert!(
+                ids.insert(outcome.id.clone()),
+                "outcome {} listed twice",
+                outcome.id
+            );
+        }
+        if page.next_page_token.is_empty() {
+            return ids;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+async fn list_decision_ids(app: &TestApp, token: &str) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    let mut page_token = String::new();
+    loop {
+        let request = ListDecisionsRequest {
+            page_size: 100,
+            page_token: page_token.clone(),
+            ..Default::default()
+        };
+        let page = app
+            .decisions()
+            .list_decisions(bearer(request, token))
+            .await
+            .expect("ListDecisions")
+            .into_inner();
+        for decision in page.decisions {
+            assert!(
+                ids.insert(decision.id.clone()),
+                "decision {} listed twice",
+                decision.id
+            );
+        }
+        if page.next_page_token.is_empty() {
+            return ids;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+#[tokio::test]
+async fn list_outcomes_returns_only_the_callers_tenant() {
+    let app = TestApp::spawn().await;
+    let pool = app.admin_pool().await;
+    let acme = ids_of(&pool, "outcomes", ids::ACME).await;
+    let globex = ids_of(&pool, "outcomes", ids::GLOBEX).await;
+    assert!(
+        !acme.is_empty() && !globex.is_empty(),
+        "the seeds need outcomes in both tenants"
+    );
+
+    let alice = app.login_seeded("acme", "alice@acme.test").await;
+    assert_eq!(list_outcome_ids(&app, &alice).await, acme);
+    let erin = app.login_seeded("globex", "erin@globex.test").await;
+    assert_eq!(list_outcome_ids(&app, &erin).await, globex);
+}
+
+#[tokio::test]
+async fn list_decisions_returns_only_the_callers_tenant() {
+    let app = TestApp::spawn().await;
+    let pool = app.admin_pool().await;
+    let acme = ids_of(&pool, "decisions", ids::ACME).await;
+    let globex = ids_of(&pool, "decisions", ids::GLOBEX).await;
+    assert!(
+        !acme.is_empty() && !globex.is_empty(),
+        "the seeds need decisions in both tenants"
+    );
+
+    let alice = app.login_seeded("acme", "alice@acme.test").await;
+    assert_eq!(list_decision_ids(&app, &alice).await, acme);
+    let erin = app.login_seeded("globex", "erin@globex.test").await;
+    assert_eq!(list_decision_ids(&app, &erin).await, globex);
+}
+
+#[tokio::test]
+async fn reads_without_a_token_are_unauthenticated() {
+    let app = TestApp::spawn().await;
+    let status = app
+        .outcomes()
+        .list_outcomes(ListOutcomesRequest::default())
+        .await
+        .expect_err("ListOutcomes without a token");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let status = app
+        .decisions()
+        .list_decisions(ListDecisionsRequest::default())
+        .await
+        .expect_err("ListDecisions without a token");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let status = app
+        .outcomes()
+        .list_outcomes(bearer(ListOutcomesRequest::default(), "not-a-token"))
+        .await
+        .expect_err("ListOutcomes with a garbage token");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}
+
+#[tokio::test]
+async fn another_tenants_rows_are_not_found() {
+    let app = TestApp::spawn().await;
+    let pool = app.admin_pool().await;
+    let alice = app.login_seeded("acme", "alice@acme.test").await;
+
+    let outcome = ids_of(&pool, "outcomes", ids::GLOBEX)
+        .await
+        .into_iter()
+        .next()
+        .expect("a globex outcome");
+    let status = app
+        .outcomes()
+        .get_outcome(bearer(
+            GetOutcomeRequest {
+                id: outcome.clone(),
+            },
+            &alice,
+        ))
+        .await
+        .expect_err("alice reads a globex outcome");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+
+    let decision = ids_of(&pool, "decisions", ids::GLOBEX)
+        .await
+        .into_iter()
+        .next()
+        .expect("a globex decision");
+    let status = app
+        .decisions()
+        .get_decision(bearer(GetDecisionRequest { id: decision }, &alice))
+        .await
+        .expect_err("alice reads a globex decision");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+
+    // The same outcome is there for its own tenant.
+    let erin = app.login_seeded("globex", "erin@globex.test").await;
+    let found = app
+        .outcomes()
+        .get_outcome(bearer(
+            GetOutcomeRequest {
+                id: outcome.clone(),
+            },
+            &erin,
+        ))
+        .await
+        .expect("erin reads her tenant's outcome")
+        .into_inner();
+    assert_eq!(found.id, outcome);
+}
+
+#[tokio::test]
+async fn a_viewer_can_read_outcomes_and_decisions() {
+    let app = TestApp::spawn().await;
+    let pool = app.admin_pool().await;
+    let dan = app.login_seeded("acme", "dan@acme.test").await;
+    assert_eq!(
+        list_outcome_ids(&app, &dan).await,
+        ids_of(&pool, "outcomes", ids::ACME).await
+    );
+    assert_eq!(
+        list_decision_ids(&app, &dan).await,
+        ids_of(&pool, "decisions", ids::ACME).await
+    );
+
+    let outcome = ids_of(&pool, "outcomes", ids::ACME)
+        .await
+        .into_iter()
+        .next()
+        .expect("an acme outcome");
+    let found = app
+        .outcomes()
+        .get_outcome(bearer(
+            GetOutcomeRequest {
+                id: outcome.clone(),
+            },
+            &dan,
+        ))
+        .await
+        .expect("a viewer reads an outcome")
+        .into_inner();
+    assert_eq!(found.id, outcome);
+}
