@@ -510,7 +510,7 @@ pub struct KeyedIdentity {
     pub addr: SocketAddr,
     channel: Channel,
     suite: Option<Suite>,
-    /// Superuser pool on the database (hashes for the forging helpers, too).
+    /// Superuser pool on the database.
     pub pool: PgPool,
     /// Declared last: dropped after the server stops using it.
     pub db: TestDb,

@@ -13,10 +13,9 @@ use serde_json::{Value, json};
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::common::{PASSWORD, TestApp, TestDb, bearer, ids, operator};
+use crate::common::{PASSWORD, TestApp, bearer, ids, operator};
 use crate::identity_jwt::{
-    Ed25519, b64url, hex, json_segment, segment_json, sign_eddsa, sign_hs256, split, unix_now,
-    unsigned,
+    Ed25519, b64url, json_segment, segment_json, sign_eddsa, sign_hs256, split, unix_now, unsigned,
 };
 use crate::identity_support::*;
 
@@ -68,13 +67,7 @@ async fn list_users(
 
 impl KeyedIdentity {
     async fn forge(&self, header: &Value, claims: &Value) -> String {
-        sign_eddsa(
-            &self.pool,
-            &Ed25519::from_key_pair(&self.key),
-            header,
-            claims,
-        )
-        .await
+        sign_eddsa(&Ed25519::from_key_pair(&self.key), header, claims)
     }
 
     fn kid(&self) -> String {
@@ -82,34 +75,13 @@ impl KeyedIdentity {
     }
 }
 
-// ---------------------------------------------------------------------------
-// The forging helpers themselves
-
-#[tokio::test]
-async fn the_test_ed25519_signer_matches_rfc8032_and_the_service_key_pair() {
-    let db = TestDb::empty().await;
-    let pool = db.admin_pool().await;
-    // RFC 8032, section 7.1, test 1.
-    let key = Ed25519::from_seed(
-        hex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
-            .try_into()
-            .expect("32 bytes"),
-    );
-    assert_eq!(
-        key.public_key(&pool).await.to_vec(),
-        hex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
-    );
-    assert_eq!(
-        key.sign(&pool, b"").await.to_vec(),
-        hex(
-            "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
-        )
-    );
-    // The seed read out of a KeyPair gives that pair's public key.
+#[test]
+fn the_forging_key_is_the_service_key_pair() {
     let pair = KeyPair::generate().expect("key pair");
-    let derived = Ed25519::from_key_pair(&pair).public_key(&pool).await;
-    assert_eq!(b64url(&derived), pair.public_key().x());
-    pool.close().await;
+    assert_eq!(
+        b64url(&Ed25519::from_key_pair(&pair).public_key()),
+        pair.public_key().x()
+    );
 }
 
 #[tokio::test]
@@ -134,16 +106,14 @@ async fn a_hand_signed_token_with_valid_claims_is_accepted() {
     );
 }
 
-#[tokio::test]
-async fn the_verifier_refuses_an_expired_token_it_would_otherwise_accept() {
-    let db = TestDb::empty().await;
-    let pool = db.admin_pool().await;
+#[test]
+fn the_verifier_refuses_an_expired_token_it_would_otherwise_accept() {
     let pair = KeyPair::generate().expect("key pair");
     let key = Ed25519::from_key_pair(&pair);
     let verifier =
         TokenVerifier::new(&[pair.public_key()], &TokenSettings::default()).expect("verifier");
     let header = eddsa_header(&pair.public_key().kid());
-    let valid = sign_eddsa(&pool, &key, &header, &alice_claims()).await;
+    let valid = sign_eddsa(&key, &header, &alice_claims());
     assert!(
         verifier.verify(&valid).is_ok(),
         "control: a current token verifies"
@@ -153,12 +123,11 @@ async fn the_verifier_refuses_an_expired_token_it_would_otherwise_accept() {
     claims["exp"] = json!(now - 1000);
     claims["iat"] = json!(now - 2000);
     claims["nbf"] = json!(now - 2000);
-    let expired = sign_eddsa(&pool, &key, &header, &claims).await;
+    let expired = sign_eddsa(&key, &header, &claims);
     assert!(
         verifier.verify(&expired).is_err(),
         "an expired token verifies"
     );
-    pool.close().await;
 }
 
 // ---------------------------------------------------------------------------
@@ -321,7 +290,6 @@ async fn a_token_signed_by_another_key_is_unauthenticated() {
 #[tokio::test]
 async fn a_token_signed_by_another_key_under_the_published_kid_is_unauthenticated() {
     let app = TestApp::spawn().await;
-    let pool = app.admin_pool().await;
     let kid = app
         .auth()
         .get_public_keys(GetPublicKeysRequest {})
@@ -332,7 +300,7 @@ async fn a_token_signed_by_another_key_under_the_published_kid_is_unauthenticate
         .kid
         .clone();
     let other = Ed25519::from_key_pair(&KeyPair::generate().expect("key pair"));
-    let token = sign_eddsa(&pool, &other, &eddsa_header(&kid), &alice_claims()).await;
+    let token = sign_eddsa(&other, &eddsa_header(&kid), &alice_claims());
     expect_code(
         list_users(app.channel(codeops::suite::Service::Identity), &token).await,
         Code::Unauthenticated,
@@ -379,19 +347,17 @@ async fn an_hs256_token_keyed_with_the_public_key_is_unauthenticated() {
         public.x().into_bytes(),
         b"secret".to_vec(),
     ] {
-        let token = sign_hs256(&identity.pool, &secret, &header, &alice_claims()).await;
+        let token = sign_hs256(&secret, &header, &alice_claims());
         expect_code(
             list_users(identity.channel(), &token).await,
             Code::Unauthenticated,
         );
     }
     let token = sign_hs256(
-        &identity.pool,
         b"secret",
         &json!({"alg": "HS256", "typ": "JWT"}),
         &alice_claims(),
-    )
-    .await;
+    );
     expect_code(
         list_users(identity.channel(), &token).await,
         Code::Unauthenticated,
@@ -401,7 +367,6 @@ async fn an_hs256_token_keyed_with_the_public_key_is_unauthenticated() {
 #[tokio::test]
 async fn a_token_carrying_its_own_key_in_the_header_is_unauthenticated() {
     let app = TestApp::spawn().await;
-    let pool = app.admin_pool().await;
     let attacker = KeyPair::generate().expect("key pair");
     let x = attacker.public_key().x();
     let key = Ed25519::from_key_pair(&attacker);
@@ -410,7 +375,7 @@ async fn a_token_carrying_its_own_key_in_the_header_is_unauthenticated() {
         json!({"alg": "EdDSA", "typ": "JWT", "jku": "https://attacker.test/jwks.json"}),
         json!({"alg": "EdDSA", "typ": "JWT", "kid": attacker.public_key().kid(), "jwk": {"kty": "OKP", "crv": "Ed25519", "x": x}}),
     ] {
-        let token = sign_eddsa(&pool, &key, &header, &alice_claims()).await;
+        let token = sign_eddsa(&key, &header, &alice_claims());
         expect_code(
             list_users(app.channel(codeops::suite::Service::Identity), &token).await,
             Code::Unauthenticated,
