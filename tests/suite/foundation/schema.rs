@@ -197,3 +197,55 @@ async fn every_seeded_password_verifies_against_password123() {
     }
     pool.close().await;
 }
+
+#[tokio::test]
+async fn every_foreign_key_is_backed_by_an_index() {
+    let db = TestDb::seeded().await;
+    let pool = db.admin_pool().await;
+    // A foreign key is covered when some index starts with its columns (in
+    // any order): deletes and joins on the parent then need no scan.
+    let uncovered: Vec<String> = sqlx::query_scalar(
+        r#"
+        SELECT format('%s %s', c.conrelid::regclass, c.conname)
+          FROM pg_constraint c
+         WHERE c.contype = 'f' AND c.connamespace = 'core'::regnamespace
+           AND NOT EXISTS (
+               SELECT 1 FROM pg_index i
+                WHERE i.indrelid = c.conrelid
+                  AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] @> c.conkey
+                  AND c.conkey @> (i.indkey::int2[])[0:cardinality(c.conkey) - 1])
+         ORDER BY 1
+        "#,
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("foreign keys without an index");
+    assert!(
+        uncovered.is_empty(),
+        "foreign keys without an index: {uncovered:?}"
+    );
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn every_tenant_table_forces_row_level_security() {
+    let db = TestDb::seeded().await;
+    let pool = db.admin_pool().await;
+    let unprotected: Vec<String> = sqlx::query_scalar(
+        r#"
+        SELECT c.relname::text FROM pg_class c
+         WHERE c.relnamespace = 'core'::regnamespace AND c.relkind = 'r'
+           AND c.relname <> 'permissions'
+           AND NOT (c.relrowsecurity AND c.relforcerowsecurity)
+         ORDER BY 1
+        "#,
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("tables without forced RLS");
+    assert!(
+        unprotected.is_empty(),
+        "tables without forced row-level security: {unprotected:?}"
+    );
+    pool.close().await;
+}
