@@ -11,7 +11,8 @@
 //!   cluster (`codeops_pgcluster`), stopped at the end.
 //! * `BENCH_BCRYPT_COST` (12, production), `BENCH_SAMPLES` (2000),
 //!   `BENCH_LOGIN_CLIENTS` (8), `BENCH_WORKER_THREADS` (tokio's default:
-//!   one per core), `BENCH_LOG` (tracing filter, e.g. `info`; quiet unset).
+//!   one per core), `BENCH_MAX_PHASE_SECS` (120: a phase stops short
+//!   there, and the run fails), `BENCH_LOG` (tracing filter, e.g. `info`; quiet unset).
 //!
 //! Phase 1 calls GetCurrentUser sequentially on an idle suite; phase 2
 //! repeats it while the login clients run, each on its own channel, as a
@@ -51,6 +52,8 @@ struct Settings {
     samples: usize,
     login_clients: usize,
     worker_threads: Option<usize>,
+    /// Longest a measurement phase may take before it stops short (FAIL).
+    phase_budget: Duration,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
@@ -69,6 +72,7 @@ impl Settings {
             bcrypt_cost: env_num("BENCH_BCRYPT_COST", 12)?,
             samples: env_num("BENCH_SAMPLES", 2000)?,
             login_clients: env_num("BENCH_LOGIN_CLIENTS", 8)?,
+            phase_budget: Duration::from_secs(env_num("BENCH_MAX_PHASE_SECS", 120)?),
             worker_threads: match std::env::var("BENCH_WORKER_THREADS") {
                 Ok(v) if !v.trim().is_empty() => Some(env_num("BENCH_WORKER_THREADS", 0)?),
                 _ => None,
@@ -81,6 +85,10 @@ impl Settings {
         anyhow::ensure!(
             settings.samples >= 100,
             "BENCH_SAMPLES must be at least 100"
+        );
+        anyhow::ensure!(
+            !settings.phase_budget.is_zero(),
+            "BENCH_MAX_PHASE_SECS must be at least 1"
         );
         anyhow::ensure!(
             settings.login_clients >= 1,
@@ -266,14 +274,20 @@ async fn login(
         .access_token)
 }
 
-/// `count` sequential GetCurrentUser calls; per-call latencies.
+/// `count` sequential GetCurrentUser calls; per-call latencies. Stops
+/// early (fewer latencies) once `budget` has passed.
 async fn measure(
     client: &mut AuthServiceClient<Channel>,
     token: &str,
     count: usize,
+    budget: Duration,
 ) -> anyhow::Result<Vec<Duration>> {
+    let deadline = Instant::now() + budget;
     let mut latencies = Vec::with_capacity(count);
     for i in 0..count {
+        if Instant::now() >= deadline {
+            break;
+        }
         let request = bearer(GetCurrentUserRequest {}, token);
         let start = Instant::now();
         let result = client.get_current_user(request).await;
@@ -397,11 +411,17 @@ async fn run_phases(
     let single_login = start.elapsed();
 
     // Warm-up: connections in the pool, caches, branch predictors.
-    measure(&mut auth, &alice_token, WARMUP_CALLS).await?;
+    measure(&mut auth, &alice_token, WARMUP_CALLS, settings.phase_budget).await?;
 
     // Phase 1: idle.
     let idle_started = Instant::now();
-    let idle = measure(&mut auth, &alice_token, settings.samples).await?;
+    let idle = measure(
+        &mut auth,
+        &alice_token,
+        settings.samples,
+        settings.phase_budget,
+    )
+    .await?;
     let idle_elapsed = idle_started.elapsed();
     let idle_stats = Stats::of(&idle);
 
@@ -426,7 +446,13 @@ async fn run_phases(
     }
     let logins_before = totals.ok.load(Ordering::Relaxed);
     let loaded_started = Instant::now();
-    let loaded = measure(&mut auth, &alice_token, settings.samples).await;
+    let loaded = measure(
+        &mut auth,
+        &alice_token,
+        settings.samples,
+        settings.phase_budget,
+    )
+    .await;
     let loaded_elapsed = loaded_started.elapsed();
     let logins_during = totals.ok.load(Ordering::Relaxed) - logins_before;
     stop.store(true, Ordering::Relaxed);
@@ -443,7 +469,8 @@ async fn run_phases(
     let logins_per_sec = logins_during as f64 / loaded_elapsed.as_secs_f64();
 
     let ratio = loaded_stats.p99.as_secs_f64() / idle_stats.p99.as_secs_f64();
-    let passed = ratio <= MAX_RATIO && logins_during > 0 && failed_logins == 0;
+    let complete = idle.len() == settings.samples && loaded.len() == settings.samples;
+    let passed = ratio <= MAX_RATIO && logins_during > 0 && failed_logins == 0 && complete;
 
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -506,8 +533,25 @@ async fn run_phases(
     for error in &login_errors {
         println!("login error:     {error}");
     }
+    if !complete {
+        println!(
+            "note:            a phase hit BENCH_MAX_PHASE_SECS={} before {} samples",
+            settings.phase_budget.as_secs(),
+            settings.samples
+        );
+    }
     if passed {
         println!("PASS: loaded p99 within 3x idle p99");
+    } else if !complete {
+        println!(
+            "FAIL: measurement stopped short ({} idle, {} loaded of {} samples in {} s); loaded p99 {} is {ratio:.2}x idle p99 {}",
+            idle.len(),
+            loaded.len(),
+            settings.samples,
+            settings.phase_budget.as_secs(),
+            ms(loaded_stats.p99),
+            ms(idle_stats.p99)
+        );
     } else if logins_during == 0 || failed_logins > 0 {
         println!(
             "FAIL: the login load did not run cleanly ({logins_during} logins during measurement, {failed_logins} failed)"
