@@ -363,6 +363,7 @@ async fn bench(settings: &Settings, url: &str) -> anyhow::Result<Outcome> {
         token: TokenSettings::default(),
         refresh_ttl: Duration::from_secs(24 * 3600),
         bcrypt_cost: settings.bcrypt_cost,
+        bcrypt_threads: 0,
         operator_token: None,
     };
     let loopback: SocketAddr = "127.0.0.1:0".parse()?;

@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// bcrypt cost for new password hashes.
     #[arg(long, env = "CODEOPS_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=16))]
     pub bcrypt_cost: u32,
+    /// Password hashes that may run at once, on low-priority threads;
+    /// 0 means all cores but one, so logins never take every core.
+    #[arg(long, env = "CODEOPS_BCRYPT_THREADS", default_value_t = 0)]
+    pub bcrypt_threads: usize,
 }
 
 impl ServeArgs {
@@ -106,6 +110,7 @@ impl ServeArgs {
             },
             refresh_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
             bcrypt_cost: self.bcrypt_cost,
+            bcrypt_threads: self.bcrypt_threads,
             operator_token: self.operator_token.clone(),
         })
     }

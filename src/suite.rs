@@ -90,6 +90,8 @@ pub struct SuiteConfig {
     pub token: TokenSettings,
     pub refresh_ttl: Duration,
     pub bcrypt_cost: u32,
+    /// bcrypt threads; 0: all cores but one.
+    pub bcrypt_threads: usize,
     pub operator_token: Option<String>,
 }
 
@@ -191,6 +193,7 @@ fn spec(service: Service, db: Db, config: &SuiteConfig) -> anyhow::Result<Servic
                     public_keys: vec![config.keys.public.clone()],
                     refresh_ttl: config.refresh_ttl,
                     bcrypt_cost: config.bcrypt_cost,
+                    bcrypt_threads: config.bcrypt_threads,
                 },
             )
         }

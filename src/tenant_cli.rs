@@ -48,7 +48,7 @@ pub async fn create(db: DbArgs, args: CreateTenantArgs) -> anyhow::Result<()> {
             owner_last_name: args.owner_last_name,
             owner_password: args.owner_password.unwrap_or_default(),
         },
-        &Hasher::new(args.bcrypt_cost),
+        &Hasher::new(args.bcrypt_cost, 1),
         &meta,
     )
     .await

@@ -531,6 +531,7 @@ impl KeyedIdentity {
             token: TokenSettings::default(),
             refresh_ttl: Duration::from_secs(24 * 3600),
             bcrypt_cost: 4,
+            bcrypt_threads: 0,
             operator_token: Some(OPERATOR_TOKEN.to_owned()),
         };
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");

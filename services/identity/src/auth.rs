@@ -167,6 +167,9 @@ impl Svc {
             tenant_ok = tenant_open(status.as_deref());
             user = users::find_by_email(&mut tx, *tenant_id, &email).await?;
         }
+        // No connection is held while bcrypt runs: a burst of logins must
+        // not drain the pool the other RPCs need.
+        tx.commit().await?;
         // The hash is always checked, against a dummy one when there is no
         // user, so every failure takes about as long as a success.
         let password_ok = self
@@ -185,11 +188,19 @@ impl Svc {
         };
         self.throttle.record_success(&throttle_key);
 
-        sqlx::query("UPDATE core.users SET last_login_at = now() WHERE tenant_id = $1 AND id = $2")
-            .bind(user.tenant_id)
-            .bind(user.id)
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.db.tenant_tx(user.tenant_id).await?;
+        // Deactivated while the password was being checked: refused too.
+        let updated = sqlx::query(
+            "UPDATE core.users SET last_login_at = now() \
+             WHERE tenant_id = $1 AND id = $2 AND coalesce(is_active, false)",
+        )
+        .bind(user.tenant_id)
+        .bind(user.id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(ApiError::Unauthenticated(BAD_CREDENTIALS));
+        }
         let tokens = self.issue_tokens(&mut tx, &user, Uuid::now_v7()).await?;
         let actor = Actor {
             tenant_id: user.tenant_id,
@@ -358,6 +369,8 @@ impl AuthService for Svc {
         }
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         let user = users::get(&mut tx, ctx.tenant_id, ctx.user_id).await?;
+        // No connection is held while bcrypt runs.
+        tx.commit().await.map_err(ApiError::from)?;
         let ok = self
             .passwords
             .verify(
@@ -371,13 +384,25 @@ impl AuthService for Svc {
         }
         self.throttle.record_success(&throttle_key);
         let hash = self.passwords.hash(req.new_password.clone()).await?;
-        sqlx::query("UPDATE core.users SET password_hash = $3, updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2")
-            .bind(ctx.tenant_id)
-            .bind(ctx.user_id)
-            .bind(hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(ApiError::from)?;
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        // Only over the hash that was verified: a concurrent change wins.
+        let updated = sqlx::query(
+            "UPDATE core.users SET password_hash = $4, updated_at = clock_timestamp() \
+             WHERE tenant_id = $1 AND id = $2 AND password_hash = $3",
+        )
+        .bind(ctx.tenant_id)
+        .bind(ctx.user_id)
+        .bind(&user.password_hash)
+        .bind(hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
+        if updated.rows_affected() == 0 {
+            return Err(ApiError::Aborted(
+                "the password changed meanwhile; retry with the current password".into(),
+            )
+            .into());
+        }
         let revoked = revoke_sessions(&mut tx, ctx.tenant_id, ctx.user_id).await?;
         audit::record(
             &mut tx,

@@ -43,6 +43,8 @@ pub struct IdentityConfig {
     pub public_keys: Vec<PublicKey>,
     pub refresh_ttl: Duration,
     pub bcrypt_cost: u32,
+    /// Hashes that may run at once; 0: all cores but one.
+    pub bcrypt_threads: usize,
 }
 
 const fn rpc(path: &'static str, access: codeops_tenant::Access) -> MethodAccess {
@@ -207,7 +209,7 @@ macro_rules! compressed {
 }
 
 pub fn spec(db: Db, config: IdentityConfig) -> ServiceSpec {
-    let passwords = password::Hasher::new(config.bcrypt_cost);
+    let passwords = password::Hasher::new(config.bcrypt_cost, config.bcrypt_threads);
     let svc = Svc(Arc::new(Identity {
         db,
         config,

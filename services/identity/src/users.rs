@@ -262,6 +262,8 @@ impl UserService for Svc {
         let manager_id = v.optional_uuid("user.manager_id", &user.manager_id);
         check_new_password(&mut v, "password", &req.password, &email);
         v.finish()?;
+        // Hashed before the transaction: no connection is held while bcrypt runs.
+        let password_hash = self.passwords.hash(req.password.clone()).await?;
 
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         let role = load_visible_role(&mut tx, ctx.tenant_id, role_id)
@@ -271,9 +273,6 @@ impl UserService for Svc {
         if let Some(manager_id) = manager_id {
             check_manager(&mut tx, ctx.tenant_id, Uuid::nil(), manager_id).await?;
         }
-        // Hashing happens before the insert but inside the transaction's
-        // lifetime only briefly: it runs on the blocking pool.
-        let password_hash = self.passwords.hash(req.password.clone()).await?;
         let id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO core.users (id, tenant_id, email, password_hash, first_name, last_name, title, department, \
