@@ -156,17 +156,26 @@ where
                         tracing::info!(code = ?status.code(), "rejected: {}", status.message());
                         status.into_http()
                     }
-                    Ok(Caller::Anonymous) => inner.call(req).await?,
-                    Ok(Caller::Operator(ctx)) => {
-                        req.extensions_mut().insert(ctx);
-                        inner.call(req).await?
-                    }
-                    Ok(Caller::Tenant(ctx)) => {
-                        let span = tracing::Span::current();
-                        span.record("tenant_id", tracing::field::display(ctx.tenant_id));
-                        span.record("user_id", tracing::field::display(ctx.user_id));
-                        req.extensions_mut().insert(*ctx);
-                        inner.call(req).await?
+                    Ok(caller) => {
+                        match caller {
+                            Caller::Anonymous => {}
+                            Caller::Operator(ctx) => {
+                                req.extensions_mut().insert(ctx);
+                            }
+                            Caller::Tenant(ctx) => {
+                                let span = tracing::Span::current();
+                                span.record("tenant_id", tracing::field::display(ctx.tenant_id));
+                                span.record("user_id", tracing::field::display(ctx.user_id));
+                                req.extensions_mut().insert(*ctx);
+                            }
+                        }
+                        match CatchPanic(Box::pin(inner.call(req))).await {
+                            Ok(result) => result?,
+                            Err(()) => {
+                                tracing::error!("handler panicked");
+                                Status::internal("internal error").into_http()
+                            }
+                        }
                     }
                 };
                 response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
@@ -174,6 +183,23 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+/// Turns a panic while polling the handler into `Err(())`: one bad request
+/// answers INTERNAL instead of taking its connection down with it.
+struct CatchPanic<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(Err(())),
+        }
     }
 }
 
@@ -295,4 +321,86 @@ fn truncate(value: &str, max: usize) -> String {
 /// SHA-256 of an operator credential, as `AuthConfig` wants it.
 pub fn operator_token_digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use super::*;
+    use crate::token::{KeyPair, TokenSettings};
+
+    /// A handler that panics while handling the request.
+    #[derive(Clone)]
+    struct Panicking;
+
+    impl Service<Request<()>> for Panicking {
+        type Response = Response<String>;
+        type Error = Infallible;
+        type Future = BoxFuture<Result<Response<String>, Infallible>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _req: Request<()>) -> Self::Future {
+            Box::pin(async { panic!("handler bug") })
+        }
+    }
+
+    fn layer(rows: &[MethodAccess]) -> AuthLayer {
+        let keys = KeyPair::generate().expect("key pair");
+        let verifier =
+            TokenVerifier::new(&[keys.public_key()], &TokenSettings::default()).expect("verifier");
+        let mut table = AccessTable::default();
+        table.extend(rows);
+        AuthLayer::new(AuthConfig {
+            verifier: Arc::new(verifier),
+            table,
+            operator_token_sha256: None,
+        })
+    }
+
+    fn request(path: &str) -> Request<()> {
+        Request::builder()
+            .uri(path)
+            .header(REQUEST_ID_HEADER, "req-1")
+            .body(())
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal_with_the_request_id() {
+        let mut service = layer(&[MethodAccess::new("/x.v1.S/M", Access::Public)]).layer(Panicking);
+        let response = service
+            .call(request("/x.v1.S/M"))
+            .await
+            .expect("a response");
+        assert_eq!(response.headers()["grpc-status"], "13");
+        assert_eq!(response.headers()[REQUEST_ID_HEADER], "req-1");
+    }
+
+    #[tokio::test]
+    async fn an_undeclared_method_is_unimplemented() {
+        let mut service = layer(&[]).layer(Panicking);
+        let response = service
+            .call(request("/x.v1.S/M"))
+            .await
+            .expect("a response");
+        assert_eq!(response.headers()["grpc-status"], "12");
+    }
+
+    #[tokio::test]
+    async fn a_declared_method_without_a_token_is_unauthenticated() {
+        let rows = [MethodAccess::new(
+            "/x.v1.S/M",
+            Access::Require(Permission::UserRead),
+        )];
+        let mut service = layer(&rows).layer(Panicking);
+        let response = service
+            .call(request("/x.v1.S/M"))
+            .await
+            .expect("a response");
+        assert_eq!(response.headers()["grpc-status"], "16");
+    }
 }
