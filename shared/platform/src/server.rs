@@ -16,7 +16,7 @@ use tonic_health::server::HealthReporter;
 use crate::db::Db;
 
 /// How often health re-checks the database.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What a service crate hands to the bootstrap.
 pub struct ServiceSpec {

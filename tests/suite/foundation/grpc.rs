@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::common::grpc::{
     HEALTH_SERVICE, health_status, list_services_v1, list_services_v1alpha, services_of,
 };
-use crate::common::{TestApp, bearer, ids};
+use crate::common::{TestApp, bearer, ids, with_database};
 
 const REQUEST_ID: &str = "x-request-id";
 
@@ -384,4 +384,66 @@ async fn a_viewer_can_read_outcomes_and_decisions() {
         .expect("a viewer reads an outcome")
         .into_inner();
     assert_eq!(found.id, outcome);
+}
+
+/// Polls health of `service` on the planning port until it reports `want`.
+async fn wait_for_health(app: &TestApp, service: &str, want: ServingStatus) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if health_status(app.channel(Service::Planning), service)
+            .await
+            .ok()
+            == Some(want)
+        {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn health_is_not_serving_while_the_database_is_unreachable_and_recovers() {
+    let app = TestApp::spawn().await;
+    // ALTER DATABASE … ALLOW_CONNECTIONS cannot name the current database.
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&with_database(&app.db.url, "postgres"))
+        .await
+        .expect("superuser connection to the postgres database");
+    let database = app.db.name.clone();
+    let outcomes = "codeops.planning.v1.OutcomeService";
+    assert!(wait_for_health(&app, outcomes, ServingStatus::Serving).await);
+
+    // Cut the services off: no new connections, existing ones killed.
+    sqlx::raw_sql(&format!(
+        r#"ALTER DATABASE "{database}" ALLOW_CONNECTIONS false"#
+    ))
+    .execute(&admin)
+    .await
+    .expect("disallow connections");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&database)
+        .execute(&admin)
+        .await
+        .expect("terminate the services' connections");
+    let went_down = wait_for_health(&app, outcomes, ServingStatus::NotServing).await;
+    let server_down = health_status(app.channel(Service::Planning), "").await.ok();
+
+    sqlx::raw_sql(&format!(
+        r#"ALTER DATABASE "{database}" ALLOW_CONNECTIONS true"#
+    ))
+    .execute(&admin)
+    .await
+    .expect("allow connections again");
+    assert!(
+        went_down,
+        "health stayed SERVING with the database unreachable"
+    );
+    assert_eq!(server_down, Some(ServingStatus::NotServing));
+    assert!(
+        wait_for_health(&app, outcomes, ServingStatus::Serving).await,
+        "health did not recover with the database back"
+    );
+    admin.close().await;
 }
