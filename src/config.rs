@@ -39,6 +39,8 @@ impl DbArgs {
     }
 }
 
+const MIN_OPERATOR_TOKEN_LEN: usize = 16;
+
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
     /// Address the gRPC ports listen on.
@@ -95,6 +97,14 @@ impl ServeArgs {
         url: &str,
         ephemeral_key_ok: bool,
     ) -> anyhow::Result<SuiteConfig> {
+        // An empty or guessable operator credential would open tenant
+        // creation and suspension to anyone.
+        if let Some(token) = &self.operator_token {
+            anyhow::ensure!(
+                token.trim().len() >= MIN_OPERATOR_TOKEN_LEN,
+                "CODEOPS_OPERATOR_TOKEN must be at least {MIN_OPERATOR_TOKEN_LEN} characters (or unset to disable operator RPCs)"
+            );
+        }
         let keys = Keys::load(
             self.jwt_private_key.as_deref(),
             self.jwt_public_key.as_deref(),

@@ -76,8 +76,7 @@ async fn run_with(url: &str, db: &DbArgs, serve: &ServeArgs) -> anyhow::Result<(
         );
     }
     println!("Stop with Ctrl-C or SIGTERM.");
-    suite::shutdown_signal().await;
-    running.shutdown().await
+    running.serve_until_signal().await
 }
 
 /// Creates `name` on the cluster if missing.

@@ -150,8 +150,7 @@ async fn serve_command(target: ServeTarget, db: DbArgs, serve: ServeArgs) -> any
     for (service, addr) in &running.addrs {
         println!("{} listening on {addr}", service.name());
     }
-    suite::shutdown_signal().await;
-    running.shutdown().await
+    running.serve_until_signal().await
 }
 
 fn init_tracing(format: LogFormat) {

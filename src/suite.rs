@@ -111,15 +111,22 @@ impl Suite {
             .map(|(_, a)| *a)
     }
 
-    /// Health flips to NOT_SERVING, in-flight calls finish, pools close.
+    /// Health flips to NOT_SERVING, in-flight calls finish (for at most
+    /// `DRAIN_TIMEOUT`: a client holding a stream open cannot keep the
+    /// process alive), then pools close.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         let mut result = Ok(());
-        for task in self.tasks {
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => result = Err(e),
-                Err(e) => result = Err(e.into()),
+        for mut task in self.tasks {
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => result = Err(e),
+                Ok(Err(e)) => result = Err(e.into()),
+                Err(_) => {
+                    tracing::warn!(timeout = ?DRAIN_TIMEOUT, "calls still open after the drain timeout: closing them");
+                    task.abort();
+                }
             }
         }
         for db in self.dbs {
@@ -127,7 +134,23 @@ impl Suite {
         }
         result
     }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully; a second
+    /// signal during the drain exits at once.
+    pub async fn serve_until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tokio::select! {
+            result = self.shutdown() => result,
+            _ = shutdown_signal() => {
+                tracing::warn!("second signal: exiting without waiting for open calls");
+                Ok(())
+            }
+        }
+    }
 }
+
+/// How long shutdown waits for open calls.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds every listener first (a taken port fails before anything starts),
 /// then serves each service with its own pool.

@@ -54,8 +54,11 @@ pub async fn create(db: DbArgs, args: CreateTenantArgs) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!(tonic::Status::from(e).message().to_owned()))?;
     pool.close().await;
-    println!("tenant {} ({}) created", created.tenant_id, created.slug);
-    println!("owner {} ({})", created.owner_id, created.owner_email);
+    println!(
+        "tenant {} ({}) created",
+        created.tenant.id, created.tenant.slug
+    );
+    println!("owner {} ({})", created.owner.id, created.owner.email);
     if let Some(password) = created.generated_password {
         println!("owner password (shown once): {password}");
     }

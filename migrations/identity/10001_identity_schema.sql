@@ -53,7 +53,7 @@ CREATE TABLE core.tenants (
     logo_url        VARCHAR(255),
     settings        TEXT CHECK (settings IS NULL OR core.is_json(settings)),
     status          VARCHAR(255) CHECK (status IN ('ACTIVE', 'SUSPENDED', 'TRIAL', 'CANCELLED')),
-    created_at      TIMESTAMP WITH TIME ZONE DEFAULT now(),
+    created_at      TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
     updated_at      TIMESTAMP WITH TIME ZONE DEFAULT now()
 );
 
@@ -66,7 +66,7 @@ CREATE TABLE core.roles (
     category        VARCHAR(255) NOT NULL CHECK (category IN ('SYSTEM', 'EXECUTIVE', 'PRODUCT', 'ENGINEERING', 'UX', 'QA', 'DATA', 'BUSINESS', 'STAKEHOLDER', 'CUSTOM')),
     level           VARCHAR(255) NOT NULL CHECK (level IN ('L1_INDIVIDUAL', 'L2_SENIOR', 'L3_LEAD', 'L4_MANAGER', 'L5_SENIOR_MANAGER', 'L6_VP', 'L7_SVP', 'L8_CXXX', 'L9_OWNER')),
     is_system_role  BOOLEAN,
-    created_at      TIMESTAMP WITH TIME ZONE DEFAULT now(),
+    created_at      TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
     -- Added: roles are updatable, and etags derive from updated_at.
     updated_at      TIMESTAMP WITH TIME ZONE DEFAULT now(),
     -- System roles have no tenant; NULLS NOT DISTINCT keeps their codes unique too.
@@ -106,7 +106,7 @@ CREATE TABLE core.users (
     -- Kept for compatibility and always NULL: refresh tokens live, hashed,
     -- in core.refresh_tokens.
     refresh_token   VARCHAR(255),
-    created_at      TIMESTAMP WITH TIME ZONE DEFAULT now(),
+    created_at      TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
     updated_at      TIMESTAMP WITH TIME ZONE DEFAULT now(),
     UNIQUE (tenant_id, email),
     CONSTRAINT users_tenant_id_id_key UNIQUE (tenant_id, id),
@@ -144,7 +144,7 @@ CREATE TABLE core.teams (
     lead_id         UUID,
     is_active       BOOLEAN DEFAULT true,
     settings        TEXT CHECK (settings IS NULL OR core.is_json(settings)),
-    created_at      TIMESTAMP WITH TIME ZONE DEFAULT now(),
+    created_at      TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
     updated_at      TIMESTAMP WITH TIME ZONE DEFAULT now(),
     UNIQUE (tenant_id, slug),
     CONSTRAINT teams_tenant_id_id_key UNIQUE (tenant_id, id),
@@ -160,7 +160,7 @@ CREATE TABLE core.team_members (
     team_id         UUID NOT NULL,
     user_id         UUID NOT NULL,
     team_role       VARCHAR(255) NOT NULL CHECK (team_role IN ('LEAD', 'MEMBER', 'OBSERVER')),
-    joined_at       TIMESTAMP WITH TIME ZONE DEFAULT now(),
+    joined_at       TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
     added_by_id     UUID,
     UNIQUE (team_id, user_id),
     CONSTRAINT team_members_team_fkey FOREIGN KEY (tenant_id, team_id) REFERENCES core.teams (tenant_id, id),
@@ -228,17 +228,31 @@ CREATE POLICY login_lookup ON core.tenants FOR SELECT TO codeops_auth USING (tru
 
 ALTER TABLE core.roles ENABLE ROW LEVEL SECURITY;
 ALTER TABLE core.roles FORCE ROW LEVEL SECURITY;
--- System roles are readable by every tenant and writable by none.
-CREATE POLICY tenant_isolation ON core.roles
-    USING (tenant_id IS NULL OR tenant_id = core.current_tenant_id())
+-- System roles are readable by every tenant and writable by none: reads
+-- and writes get separate policies, since a USING clause that admits
+-- system rows would also let UPDATE and DELETE reach them.
+CREATE POLICY tenant_read ON core.roles FOR SELECT
+    USING (tenant_id IS NULL OR tenant_id = core.current_tenant_id());
+CREATE POLICY tenant_insert ON core.roles FOR INSERT
     WITH CHECK (tenant_id = core.current_tenant_id());
+CREATE POLICY tenant_update ON core.roles FOR UPDATE
+    USING (tenant_id = core.current_tenant_id()) WITH CHECK (tenant_id = core.current_tenant_id());
+CREATE POLICY tenant_delete ON core.roles FOR DELETE
+    USING (tenant_id = core.current_tenant_id());
 
 ALTER TABLE core.role_permissions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE core.role_permissions FORCE ROW LEVEL SECURITY;
--- Follows the role: the subquery is itself filtered by the roles policy.
-CREATE POLICY tenant_isolation ON core.role_permissions
-    USING (EXISTS (SELECT 1 FROM core.roles r WHERE r.id = role_id))
+-- Follows the role: readable with any readable role, writable only for the
+-- tenant's own roles.
+CREATE POLICY tenant_read ON core.role_permissions FOR SELECT
+    USING (EXISTS (SELECT 1 FROM core.roles r WHERE r.id = role_id));
+CREATE POLICY tenant_insert ON core.role_permissions FOR INSERT
     WITH CHECK (EXISTS (SELECT 1 FROM core.roles r WHERE r.id = role_id AND r.tenant_id = core.current_tenant_id()));
+CREATE POLICY tenant_update ON core.role_permissions FOR UPDATE
+    USING (EXISTS (SELECT 1 FROM core.roles r WHERE r.id = role_id AND r.tenant_id = core.current_tenant_id()))
+    WITH CHECK (EXISTS (SELECT 1 FROM core.roles r WHERE r.id = role_id AND r.tenant_id = core.current_tenant_id()));
+CREATE POLICY tenant_delete ON core.role_permissions FOR DELETE
+    USING (EXISTS (SELECT 1 FROM core.roles r WHERE r.id = role_id AND r.tenant_id = core.current_tenant_id()));
 
 DO $$
 DECLARE

@@ -30,7 +30,7 @@ const BAD_CREDENTIALS: &str = "invalid tenant, e-mail or password";
 const BAD_REFRESH: &str = "invalid or expired refresh token";
 
 /// Tenants whose users may log in and refresh.
-fn tenant_open(status: Option<&str>) -> bool {
+pub(crate) fn tenant_open(status: Option<&str>) -> bool {
     matches!(status, Some("ACTIVE") | Some("TRIAL") | None)
 }
 
@@ -145,7 +145,7 @@ impl Svc {
         v.finish()?;
 
         let throttle_key = LoginThrottle::key(&slug, &email);
-        if let Some(wait) = self.throttle.locked_for(&throttle_key) {
+        if let Err(wait) = self.throttle.attempt(&throttle_key) {
             return Err(ApiError::ResourceExhausted(format!(
                 "too many failed logins; retry in {} s",
                 wait.as_secs().max(1)
@@ -181,12 +181,14 @@ impl Svc {
             .await?;
         let user = match user {
             Some(user) if password_ok && tenant_ok && user.active() => user,
-            _ => {
-                self.throttle.record_failure(&throttle_key);
-                return Err(ApiError::Unauthenticated(BAD_CREDENTIALS));
-            }
+            _ => return Err(ApiError::Unauthenticated(BAD_CREDENTIALS)),
         };
         self.throttle.record_success(&throttle_key);
+        let rehashed = if self.passwords.needs_rehash(&user.password_hash) {
+            Some(self.passwords.hash(req.password.clone()).await?)
+        } else {
+            None
+        };
 
         let mut tx = self.db.tenant_tx(user.tenant_id).await?;
         // Deactivated while the password was being checked: refused too.
@@ -200,6 +202,19 @@ impl Svc {
         .await?;
         if updated.rows_affected() == 0 {
             return Err(ApiError::Unauthenticated(BAD_CREDENTIALS));
+        }
+        if let Some(rehashed) = rehashed {
+            // Not an account change: updated_at (and so the etag) stays.
+            sqlx::query(
+                "UPDATE core.users SET password_hash = $4 \
+                 WHERE tenant_id = $1 AND id = $2 AND password_hash = $3",
+            )
+            .bind(user.tenant_id)
+            .bind(user.id)
+            .bind(&user.password_hash)
+            .bind(rehashed)
+            .execute(&mut *tx)
+            .await?;
         }
         let tokens = self.issue_tokens(&mut tx, &user, Uuid::now_v7()).await?;
         let actor = Actor {
@@ -223,7 +238,11 @@ impl Svc {
         })
     }
 
-    async fn refresh(&self, req: &RefreshRequest) -> Result<RefreshResponse, ApiError> {
+    async fn refresh(
+        &self,
+        req: &RefreshRequest,
+        meta: &RequestMeta,
+    ) -> Result<RefreshResponse, ApiError> {
         let tenant_id = refresh_token_tenant(&req.refresh_token)
             .ok_or(ApiError::Unauthenticated(BAD_REFRESH))?;
         let mut tx = self.db.tenant_tx(tenant_id).await?;
@@ -261,6 +280,20 @@ impl Svc {
             .bind(family)
             .execute(&mut *tx)
             .await?;
+            let actor = Actor {
+                tenant_id,
+                user_id: Some(user_id),
+                name: None,
+                email: None,
+                meta,
+            };
+            audit::record(
+                &mut tx,
+                &actor,
+                AuditEntry::new("LOGOUT", "session", family)
+                    .description("refresh token presented twice: the session is revoked"),
+            )
+            .await?;
             tx.commit().await?;
             tracing::warn!(%tenant_id, %user_id, "refresh token reuse: session revoked");
             return Err(ApiError::Unauthenticated(
@@ -280,6 +313,21 @@ impl Svc {
         .execute(&mut *tx)
         .await?;
         let tokens = self.issue_tokens(&mut tx, &user, family).await?;
+        let actor = Actor {
+            tenant_id,
+            user_id: Some(user.id),
+            name: Some(&user.display_name()),
+            email: Some(&user.email),
+            meta,
+        };
+        audit::record(
+            &mut tx,
+            &actor,
+            AuditEntry::new("UPDATE", "session", family)
+                .title(&user.email)
+                .description("refresh token rotated"),
+        )
+        .await?;
         tx.commit().await?;
         Ok(RefreshResponse {
             tokens: Some(tokens),
@@ -303,7 +351,10 @@ impl AuthService for Svc {
         &self,
         request: Request<RefreshRequest>,
     ) -> Result<Response<RefreshResponse>, Status> {
-        Ok(Response::new(Svc::refresh(self, request.get_ref()).await?))
+        let meta = request.meta();
+        Ok(Response::new(
+            Svc::refresh(self, request.get_ref(), &meta).await?,
+        ))
     }
 
     async fn logout(
@@ -361,13 +412,13 @@ impl AuthService for Svc {
         }
         v.finish()?;
         let throttle_key = LoginThrottle::key(&ctx.tenant_id.to_string(), &ctx.email);
-        if self.throttle.locked_for(&throttle_key).is_some() {
+        if self.throttle.attempt(&throttle_key).is_err() {
             return Err(ApiError::ResourceExhausted(
                 "too many wrong passwords; retry later".into(),
             )
             .into());
         }
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.write_tx(ctx).await?;
         let user = users::get(&mut tx, ctx.tenant_id, ctx.user_id).await?;
         // No connection is held while bcrypt runs.
         tx.commit().await.map_err(ApiError::from)?;
@@ -379,7 +430,6 @@ impl AuthService for Svc {
             )
             .await?;
         if !ok {
-            self.throttle.record_failure(&throttle_key);
             return Err(ApiError::field("current_password", "is not the current password").into());
         }
         self.throttle.record_success(&throttle_key);

@@ -15,8 +15,8 @@ mod users;
 use std::sync::Arc;
 use std::time::Duration;
 
-use codeops_platform::Db;
 use codeops_platform::server::ServiceSpec;
+use codeops_platform::{ApiError, Db, Tx};
 use codeops_proto::identity::audit_service_server::AuditServiceServer;
 use codeops_proto::identity::auth_service_server::AuthServiceServer;
 use codeops_proto::identity::role_service_server::RoleServiceServer;
@@ -25,7 +25,9 @@ use codeops_proto::identity::tenant_service_server::TenantServiceServer;
 use codeops_proto::identity::user_service_server::UserServiceServer;
 use codeops_tenant::Access::{Authenticated, Operator, Public, Require};
 use codeops_tenant::Permission as P;
-use codeops_tenant::{MethodAccess, PublicKey, TokenSigner};
+use codeops_tenant::{
+    MethodAccess, Permission, PermissionSet, PublicKey, TenantContext, TokenSigner,
+};
 use tonic::codec::CompressionEncoding::Gzip;
 use tonic::service::Routes;
 
@@ -199,6 +201,46 @@ impl std::ops::Deref for Svc {
         &self.0
     }
 }
+
+impl Svc {
+    /// The transaction of a write by `ctx`, after re-reading the caller.
+    ///
+    /// Access tokens are verified locally and may be up to one token
+    /// lifetime old. Identity's own writes (grants above all) must not act
+    /// on stale claims: a caller who has been deactivated, whose tenant is
+    /// no longer open, or whose role lost a permission the token still
+    /// claims is refused here, before anything is written.
+    pub(crate) async fn write_tx(&self, ctx: &TenantContext) -> Result<Tx, ApiError> {
+        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let current: Option<(bool, Option<String>, Vec<String>)> = sqlx::query_as(
+            "SELECT coalesce(u.is_active, false), t.status, \
+                 ARRAY(SELECT p.code::text FROM core.role_permissions rp \
+                       JOIN core.permissions p ON p.id = rp.permission_id WHERE rp.role_id = u.role_id) \
+             FROM core.users u JOIN core.tenants t ON t.id = u.tenant_id \
+             WHERE u.tenant_id = $1 AND u.id = $2",
+        )
+        .bind(ctx.tenant_id)
+        .bind(ctx.user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((active, tenant_status, codes)) = current else {
+            return Err(ApiError::Unauthenticated(STALE_TOKEN));
+        };
+        let held: PermissionSet = codes
+            .iter()
+            .filter_map(|c| Permission::from_code(c))
+            .collect();
+        if !active
+            || !auth::tenant_open(tenant_status.as_deref())
+            || !held.is_superset(ctx.permissions)
+        {
+            return Err(ApiError::Unauthenticated(STALE_TOKEN));
+        }
+        Ok(tx)
+    }
+}
+
+const STALE_TOKEN: &str = "the access token no longer matches the account; log in again";
 
 macro_rules! compressed {
     ($server:ident, $svc:expr) => {

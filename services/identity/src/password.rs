@@ -21,11 +21,15 @@ pub const MIN_PASSWORD_CHARS: usize = 10;
 /// Niceness of the hashing threads (19 is the lowest priority).
 const HASH_THREAD_NICE: libc::c_int = 19;
 
+/// Password checks waiting for a thread at most; past that, callers get
+/// RESOURCE_EXHAUSTED at once instead of queueing for minutes.
+const QUEUE_CAPACITY: usize = 256;
+
 type Job = Box<dyn FnOnce() + Send>;
 
 pub struct Hasher {
     cost: u32,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
     /// Verified against when the account does not exist, so unknown users
     /// take as long as known ones.
     dummy_hash: String,
@@ -47,7 +51,7 @@ impl Hasher {
         } else {
             threads
         };
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUE_CAPACITY);
         let queue = Arc::new(Mutex::new(queue));
         for i in 0..threads {
             let queue = queue.clone();
@@ -74,6 +78,14 @@ impl Hasher {
         }
     }
 
+    /// Whether a stored hash was made with another cost than the current
+    /// one. Login re-hashes those, so every account costs the same to check
+    /// and an unknown account (checked against the dummy hash at the
+    /// current cost) cannot be told apart by timing.
+    pub fn needs_rehash(&self, hash: &str) -> bool {
+        hash.split('$').nth(2).and_then(|c| c.parse::<u32>().ok()) != Some(self.cost)
+    }
+
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
         let cost = self.cost;
         self.run(move || bcrypt::hash(password, cost)).await
@@ -98,11 +110,19 @@ impl Hasher {
         let (done, result) = oneshot::channel();
         let span = tracing::Span::current();
         let job: Job = Box::new(move || {
-            let _ = done.send(span.in_scope(work));
+            // The caller gave up (deadline, disconnect): skip the work.
+            if !done.is_closed() {
+                let _ = done.send(span.in_scope(work));
+            }
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| ApiError::internal(std::io::Error::other("bcrypt threads stopped")))?;
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => ApiError::ResourceExhausted(
+                "too many password checks in progress; retry shortly".into(),
+            ),
+            mpsc::TrySendError::Disconnected(_) => {
+                ApiError::internal(std::io::Error::other("bcrypt threads stopped"))
+            }
+        })?;
         result
             .await
             .map_err(ApiError::internal)?

@@ -240,7 +240,7 @@ impl RoleService for Svc {
             enum_to_db(category.unwrap_or_default().as_str_name(), "ROLE_CATEGORY_").to_owned();
         let level = enum_to_db(level.unwrap_or_default().as_str_name(), "ROLE_LEVEL_").to_owned();
 
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.write_tx(ctx).await?;
         let id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO core.roles (id, tenant_id, code, name, description, category, level, is_system_role, \
@@ -297,7 +297,7 @@ impl RoleService for Svc {
             .map(|l| enum_to_db(l.as_str_name(), "ROLE_LEVEL_").to_owned());
         v.finish()?;
 
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.write_tx(ctx).await?;
         let before = get_custom_for_update(&mut tx, ctx.tenant_id, id).await?;
         check_etag(&role.etag, &etag(before.updated_at))?;
         sqlx::query(
@@ -338,7 +338,7 @@ impl RoleService for Svc {
         let mut v = Violations::new();
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.write_tx(ctx).await?;
         let before = get_custom_for_update(&mut tx, ctx.tenant_id, id).await?;
         let holders: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM core.users WHERE tenant_id = $1 AND role_id = $2",
@@ -409,7 +409,7 @@ impl RoleService for Svc {
         let permissions = parse_permission_codes(&mut v, "permission_codes", &req.permission_codes);
         v.finish()?;
         ensure_can_grant(ctx, permissions)?;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.write_tx(ctx).await?;
         let before = get_custom_for_update(&mut tx, ctx.tenant_id, id).await?;
         // Removing permissions from a role demotes its holders: the caller
         // must hold what is taken away too.

@@ -184,7 +184,7 @@ impl TeamService for Svc {
         let settings = settings(&mut v, team.settings.as_ref());
         v.finish()?;
 
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.write_tx(ctx).await?;
         if let Some(lead_id) = lead_id {
             ensure_user_in_tenant(&mut tx, ctx.tenant_id, lead_id, "team.lead_id").await?;
         }
@@ -298,7 +298,7 @@ impl TeamService for Svc {
         let settings = has("settings").then(|| settings(&mut v, team.settings.as_ref()));
         v.finish()?;
 
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.write_tx(ctx).await?;
         let before = get_for_update(&mut tx, ctx.tenant_id, id).await?;
         check_etag(&team.etag, &etag(before.updated_at))?;
         if let Some(Some(lead_id)) = lead_id {
@@ -353,7 +353,7 @@ impl TeamService for Svc {
         let mut v = Violations::new();
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.write_tx(ctx).await?;
         let before = get_for_update(&mut tx, ctx.tenant_id, id).await?;
         if before.is_active == Some(false) {
             return Err(ApiError::FailedPrecondition("team is already archived".into()).into());
@@ -397,7 +397,7 @@ impl TeamService for Svc {
         let role =
             enum_to_db(role.unwrap_or(TeamRole::Member).as_str_name(), "TEAM_ROLE_").to_owned();
 
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.write_tx(ctx).await?;
         let team = get_for_update(&mut tx, ctx.tenant_id, team_id).await?;
         if team.is_active == Some(false) {
             return Err(ApiError::FailedPrecondition("team is archived".into()).into());
@@ -451,7 +451,7 @@ impl TeamService for Svc {
         let team_id = v.uuid("team_id", &req.team_id);
         let user_id = v.uuid("user_id", &req.user_id);
         v.finish()?;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.write_tx(ctx).await?;
         let team = get_for_update(&mut tx, ctx.tenant_id, team_id).await?;
         let removed: Option<String> = sqlx::query_scalar(
             "DELETE FROM core.team_members WHERE tenant_id = $1 AND team_id = $2 AND user_id = $3 RETURNING team_role",

@@ -13,7 +13,7 @@ use codeops_proto::identity::tenant_service_server::TenantService;
 use codeops_proto::identity::{
     CancelTenantRequest, CreateTenantRequest, CreateTenantResponse, GetTenantRequest,
     ReactivateTenantRequest, SlaDefaults, SuspendTenantRequest, Tenant, TenantSettings,
-    TenantStatus, UpdateTenantRequest,
+    TenantStatus, UpdateTenantRequest, User,
 };
 use codeops_tenant::{OperatorContext, RequestExt, RequestMeta};
 use serde_json::{Value, json};
@@ -200,10 +200,8 @@ pub struct NewTenant {
 }
 
 pub struct CreatedTenant {
-    pub tenant_id: Uuid,
-    pub slug: String,
-    pub owner_id: Uuid,
-    pub owner_email: String,
+    pub tenant: Tenant,
+    pub owner: User,
     pub generated_password: Option<String>,
 }
 
@@ -299,10 +297,8 @@ pub async fn create_tenant(
     .await?;
     tx.commit().await?;
     Ok(CreatedTenant {
-        tenant_id,
-        slug,
-        owner_id,
-        owner_email: email,
+        tenant: tenant.into_proto(),
+        owner: owner.into_proto(),
         generated_password: generated.then_some(password),
     })
 }
@@ -405,7 +401,7 @@ impl TenantService for Svc {
         let logo_url = has("logo_url").then(|| v.optional_url("tenant.logo_url", &given.logo_url));
         let touches_settings = paths.iter().any(|p| p.starts_with("settings"));
 
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.write_tx(ctx).await?;
         let before = get_for_update(&mut tx, ctx.tenant_id).await?;
         let settings = touches_settings.then(|| {
             merge_settings(
@@ -467,13 +463,9 @@ impl TenantService for Svc {
             &operator.meta,
         )
         .await?;
-        let mut tx = self.db.tenant_tx(created.tenant_id).await?;
-        let tenant = get(&mut tx, created.tenant_id).await?;
-        let owner = users::get(&mut tx, created.tenant_id, created.owner_id).await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(CreateTenantResponse {
-            tenant: Some(tenant.into_proto()),
-            owner: Some(owner.into_proto()),
+            tenant: Some(created.tenant),
+            owner: Some(created.owner),
             generated_password: created.generated_password.unwrap_or_default(),
         }))
     }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Failures allowed before a lock-out starts.
+/// Attempts without a success allowed before a lock-out starts.
 const FREE_FAILURES: u32 = 5;
 /// Lock-outs double from one second up to this.
 const MAX_LOCKOUT: Duration = Duration::from_secs(300);
@@ -28,15 +28,19 @@ impl LoginThrottle {
         format!("{}\u{0}{}", tenant.to_lowercase(), email.to_lowercase())
     }
 
-    /// How long the account stays locked, if it is.
-    pub fn locked_for(&self, key: &str) -> Option<Duration> {
-        let accounts = self.accounts.lock().expect("throttle poisoned");
-        let until = accounts.get(key)?.locked_until?;
-        until.checked_duration_since(Instant::now())
-    }
-
-    pub fn record_failure(&self, key: &str) {
+    /// Counts an attempt before its password is checked, so concurrent
+    /// guesses cannot all slip in before the first failure is recorded.
+    /// `Err` carries how long the account stays locked.
+    pub fn attempt(&self, key: &str) -> Result<(), Duration> {
         let mut accounts = self.accounts.lock().expect("throttle poisoned");
+        let now = Instant::now();
+        if let Some(wait) = accounts
+            .get(key)
+            .and_then(|f| f.locked_until)
+            .and_then(|until| until.checked_duration_since(now))
+        {
+            return Err(wait);
+        }
         if accounts.len() >= CAPACITY {
             accounts.clear();
         }
@@ -48,10 +52,12 @@ impl LoginThrottle {
         if entry.count >= FREE_FAILURES {
             let exponent = (entry.count - FREE_FAILURES).min(16);
             let lockout = Duration::from_secs(1 << exponent).min(MAX_LOCKOUT);
-            entry.locked_until = Some(Instant::now() + lockout);
+            entry.locked_until = Some(now + lockout);
         }
+        Ok(())
     }
 
+    /// A successful attempt clears the account's count.
     pub fn record_success(&self, key: &str) {
         self.accounts.lock().expect("throttle poisoned").remove(key);
     }
@@ -62,16 +68,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locks_after_repeated_failures_and_resets_on_success() {
+    fn locks_after_repeated_attempts_and_resets_on_success() {
         let throttle = LoginThrottle::default();
         let key = LoginThrottle::key("acme", "a@acme.test");
-        for _ in 0..FREE_FAILURES - 1 {
-            throttle.record_failure(&key);
+        for _ in 0..FREE_FAILURES {
+            assert!(throttle.attempt(&key).is_ok());
         }
-        assert!(throttle.locked_for(&key).is_none());
-        throttle.record_failure(&key);
-        assert!(throttle.locked_for(&key).is_some());
+        assert!(
+            throttle.attempt(&key).is_err(),
+            "the sixth attempt in a row is locked out"
+        );
         throttle.record_success(&key);
-        assert!(throttle.locked_for(&key).is_none());
+        assert!(throttle.attempt(&key).is_ok());
+    }
+
+    #[test]
+    fn accounts_are_throttled_independently() {
+        let throttle = LoginThrottle::default();
+        let key = LoginThrottle::key("acme", "a@acme.test");
+        for _ in 0..FREE_FAILURES {
+            throttle.attempt(&key).expect("allowed");
+        }
+        assert!(
+            throttle
+                .attempt(&LoginThrottle::key("acme", "b@acme.test"))
+                .is_ok()
+        );
     }
 }

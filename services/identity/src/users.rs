@@ -221,6 +221,14 @@ async fn check_manager(
     manager_id: Uuid,
 ) -> Result<(), ApiError> {
     ensure_user_in_tenant(&mut *conn, tenant_id, manager_id, "user.manager_id").await?;
+    // Two concurrent manager changes could each pass the cycle check and
+    // together close a loop: they take turns per tenant.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('codeops.managers:' || $1::text, 0))",
+    )
+    .bind(tenant_id)
+    .execute(&mut *conn)
+    .await?;
     let cycle: bool = sqlx::query_scalar(
         "WITH RECURSIVE chain(id, depth) AS ( \
              SELECT $2::uuid, 0 \
@@ -265,7 +273,7 @@ impl UserService for Svc {
         // Hashed before the transaction: no connection is held while bcrypt runs.
         let password_hash = self.passwords.hash(req.password.clone()).await?;
 
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.write_tx(ctx).await?;
         let role = load_visible_role(&mut tx, ctx.tenant_id, role_id)
             .await?
             .ok_or_else(|| ApiError::field("user.role_id", "no such role"))?;
@@ -396,7 +404,7 @@ impl UserService for Svc {
             has("manager_id").then(|| v.optional_uuid("user.manager_id", &user.manager_id));
         v.finish()?;
 
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.write_tx(ctx).await?;
         let before = get_for_update(&mut tx, ctx.tenant_id, id).await?;
         check_etag(&user.etag, &etag(before.updated_at))?;
         if let Some(Some(manager_id)) = manager_id {
@@ -457,7 +465,7 @@ impl UserService for Svc {
                 ApiError::FailedPrecondition("you cannot deactivate yourself".into()).into(),
             );
         }
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.write_tx(ctx).await?;
         let before = get_for_update(&mut tx, ctx.tenant_id, id).await?;
         // Deactivating is the strongest demotion: only someone holding
         // everything the user holds may do it.
@@ -497,7 +505,7 @@ impl UserService for Svc {
         let user_id = v.uuid("user_id", &req.user_id);
         let role_id = v.uuid("role_id", &req.role_id);
         v.finish()?;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.write_tx(ctx).await?;
         let before = get_for_update(&mut tx, ctx.tenant_id, user_id).await?;
         let role = load_visible_role(&mut tx, ctx.tenant_id, role_id)
             .await?

@@ -15,8 +15,15 @@ pub fn opt_timestamp(time: Option<DateTime<Utc>>) -> Option<Timestamp> {
     time.map(timestamp)
 }
 
+/// A client's timestamp, if PostgreSQL can hold it.
 pub fn from_timestamp(ts: &Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
+    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?).filter(in_range)
+}
+
+/// Years 1 to 9999: what `google.protobuf.Timestamp` allows and PostgreSQL holds.
+pub fn in_range(time: &DateTime<Utc>) -> bool {
+    use chrono::Datelike;
+    (1..=9999).contains(&time.year())
 }
 
 pub fn id_string(id: Option<Uuid>) -> String {

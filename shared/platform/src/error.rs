@@ -55,8 +55,9 @@ impl From<sqlx::Error> for ApiError {
                     constraint_field(db.constraint()),
                     "refers to a record that does not exist",
                 ),
-                // check_violation, string_data_right_truncation, invalid_text_representation, not_null
-                Some("23514") | Some("22001") | Some("22P02") | Some("23502") => {
+                // check_violation, not_null_violation, and every data exception
+                // (class 22: too long, bad text, out of range)
+                Some(code) if code == "23514" || code == "23502" || code.starts_with("22") => {
                     ApiError::field(constraint_field(db.constraint()), "value is not allowed")
                 }
                 // serialization_failure, deadlock_detected

@@ -109,7 +109,8 @@ fn decode(token: &str) -> Option<(Cursor, u64)> {
     if parts.next()? != "1" {
         return None;
     }
-    let time = DateTime::from_timestamp_micros(parts.next()?.parse().ok()?)?;
+    let time = DateTime::from_timestamp_micros(parts.next()?.parse().ok()?)
+        .filter(crate::convert::in_range)?;
     let id = Uuid::parse_str(parts.next()?).ok()?;
     let filters = u64::from_str_radix(parts.next()?, 16).ok()?;
     parts
@@ -146,6 +147,18 @@ mod tests {
         assert!(v.finish().is_err());
         let mut v = Violations::new();
         Page::parse(2, "garbage!", "active", &mut v);
+        assert!(v.finish().is_err());
+    }
+
+    #[test]
+    fn tokens_with_times_out_of_range_are_invalid() {
+        let forged = URL_SAFE_NO_PAD.encode(format!(
+            "1:-8000000000000000000:{}:{:x}",
+            Uuid::nil(),
+            fingerprint("")
+        ));
+        let mut v = Violations::new();
+        Page::parse(10, &forged, "", &mut v);
         assert!(v.finish().is_err());
     }
 

@@ -258,7 +258,10 @@ fn operator<B>(config: &AuthConfig, req: &Request<B>, meta: RequestMeta) -> Resu
     let expected = config
         .operator_token_sha256
         .ok_or_else(|| Status::permission_denied("operator methods are disabled"))?;
-    let presented: [u8; 32] = Sha256::digest(bearer(req).unwrap_or_default().as_bytes()).into();
+    let presented = bearer(req)
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| Status::unauthenticated("operator credential required"))?;
+    let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
     // Constant-time comparison of the digests.
     let diff = expected
         .iter()
@@ -349,6 +352,10 @@ mod tests {
     }
 
     fn layer(rows: &[MethodAccess]) -> AuthLayer {
+        layer_with_operator(rows, None)
+    }
+
+    fn layer_with_operator(rows: &[MethodAccess], operator: Option<&str>) -> AuthLayer {
         let keys = KeyPair::generate().expect("key pair");
         let verifier =
             TokenVerifier::new(&[keys.public_key()], &TokenSettings::default()).expect("verifier");
@@ -357,7 +364,7 @@ mod tests {
         AuthLayer::new(AuthConfig {
             verifier: Arc::new(verifier),
             table,
-            operator_token_sha256: None,
+            operator_token_sha256: operator.map(operator_token_digest),
         })
     }
 
@@ -378,6 +385,17 @@ mod tests {
             .expect("a response");
         assert_eq!(response.headers()["grpc-status"], "13");
         assert_eq!(response.headers()[REQUEST_ID_HEADER], "req-1");
+    }
+
+    #[tokio::test]
+    async fn an_operator_method_without_a_credential_is_unauthenticated_even_if_one_is_empty() {
+        let rows = [MethodAccess::new("/x.v1.S/M", Access::Operator)];
+        let mut service = layer_with_operator(&rows, Some("")).layer(Panicking);
+        let response = service
+            .call(request("/x.v1.S/M"))
+            .await
+            .expect("a response");
+        assert_eq!(response.headers()["grpc-status"], "16");
     }
 
     #[tokio::test]

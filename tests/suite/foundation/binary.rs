@@ -291,3 +291,31 @@ async fn serve_all_on_a_taken_port_fails_with_one_line() {
     );
     assert!(!line.contains("panicked"), "{line}");
 }
+
+#[tokio::test]
+async fn serve_refuses_an_empty_operator_token() {
+    let db = TestDb::empty().await;
+    let [identity, planning, decision] = free_ports();
+    let key = KeyPair::generate().expect("key pair").private_key_pem();
+    let mut command = codeops(["serve", "all"]);
+    command
+        .env("DATABASE_URL", &db.url)
+        .env("CODEOPS_HOST", "127.0.0.1")
+        .env("CODEOPS_IDENTITY_PORT", identity.to_string())
+        .env("CODEOPS_PLANNING_PORT", planning.to_string())
+        .env("CODEOPS_DECISION_PORT", decision.to_string())
+        .env("CODEOPS_JWT_PRIVATE_KEY", key)
+        .env("CODEOPS_OPERATOR_TOKEN", "");
+    let output = output(command, Duration::from_secs(60)).await;
+    let lines = stderr_lines(&output);
+    assert!(
+        !output.status.success(),
+        "serve all started with an empty operator token"
+    );
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one line on stderr, got {lines:#?}"
+    );
+    assert!(lines[0].contains("CODEOPS_OPERATOR_TOKEN"), "{}", lines[0]);
+}
