@@ -40,7 +40,11 @@ use tonic::transport::{Channel, Endpoint};
 const TENANT: &str = "acme";
 const ALICE: &str = "alice@acme.test";
 const SEED_PASSWORD: &str = "password123";
-const BENCH_EMAIL: &str = "bench-login@acme.test";
+/// Login client `i` logs in as its own user: the throttle allows an
+/// account only a few password checks at once, as it should.
+fn bench_email(i: usize) -> String {
+    format!("bench-login-{i}@acme.test")
+}
 const BENCH_PASSWORD: &str = "bench-login-Passw0rd";
 /// The seeded VIEWER system role.
 const VIEWER_ROLE: &str = "00000000-0000-4000-8002-000000000005";
@@ -313,6 +317,7 @@ struct LoginTotals {
 /// Logs in as the bench user until `stop`; its login latencies.
 async fn login_loop(
     addr: SocketAddr,
+    email: String,
     stop: Arc<AtomicBool>,
     totals: Arc<LoginTotals>,
 ) -> anyhow::Result<(Vec<Duration>, Option<String>)> {
@@ -321,10 +326,7 @@ async fn login_loop(
     let mut first_error = None;
     while !stop.load(Ordering::Relaxed) {
         let start = Instant::now();
-        match client
-            .login(login_request(BENCH_EMAIL, BENCH_PASSWORD))
-            .await
-        {
+        match client.login(login_request(&email, BENCH_PASSWORD)).await {
             Ok(_) => {
                 latencies.push(start.elapsed());
                 totals.ok.fetch_add(1, Ordering::Relaxed);
@@ -390,25 +392,27 @@ async fn run_phases(
 
     // Setup: alice's token; a bench user whose hash has the configured cost.
     let alice_token = login(&mut auth, ALICE, SEED_PASSWORD).await?;
-    let created = UserServiceClient::new(channel.clone())
-        .create_user(bearer(
-            CreateUserRequest {
-                user: Some(User {
-                    email: BENCH_EMAIL.to_owned(),
-                    first_name: "Bench".to_owned(),
-                    last_name: "Login".to_owned(),
-                    role_id: VIEWER_ROLE.to_owned(),
-                    ..User::default()
-                }),
-                password: BENCH_PASSWORD.to_owned(),
-            },
-            &alice_token,
-        ))
-        .await
-        .context("CreateUser of the bench user as alice")?
-        .into_inner();
+    let mut users = UserServiceClient::new(channel.clone());
+    for i in 0..settings.login_clients.max(1) {
+        users
+            .create_user(bearer(
+                CreateUserRequest {
+                    user: Some(User {
+                        email: bench_email(i),
+                        first_name: "Bench".to_owned(),
+                        last_name: format!("Login {i}"),
+                        role_id: VIEWER_ROLE.to_owned(),
+                        ..User::default()
+                    }),
+                    password: BENCH_PASSWORD.to_owned(),
+                },
+                &alice_token,
+            ))
+            .await
+            .context("CreateUser of a bench user as alice")?;
+    }
     let start = Instant::now();
-    login(&mut auth, BENCH_EMAIL, BENCH_PASSWORD).await?;
+    login(&mut auth, &bench_email(0), BENCH_PASSWORD).await?;
     let single_login = start.elapsed();
 
     // Warm-up: connections in the pool, caches, branch predictors.
@@ -433,8 +437,13 @@ async fn run_phases(
         failed: AtomicU64::new(0),
     });
     let mut clients = Vec::new();
-    for _ in 0..settings.login_clients {
-        clients.push(tokio::spawn(login_loop(addr, stop.clone(), totals.clone())));
+    for i in 0..settings.login_clients {
+        clients.push(tokio::spawn(login_loop(
+            addr,
+            bench_email(i),
+            stop.clone(),
+            totals.clone(),
+        )));
     }
     // Ramp-up: every client's first login is in flight or done; wait until
     // as many logins as clients completed (steady state), at most 60 s.
@@ -486,9 +495,9 @@ async fn run_phases(
         config.db.max_connections
     );
     println!(
-        "bcrypt cost: {} (bench user {} created via CreateUser; one login alone took {})",
+        "bcrypt cost: {} ({} bench users created via CreateUser; one login alone took {})",
         settings.bcrypt_cost,
-        created.email,
+        settings.login_clients,
         ms(single_login)
     );
     println!(

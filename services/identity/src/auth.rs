@@ -145,12 +145,12 @@ impl Svc {
         v.finish()?;
 
         let throttle_key = LoginThrottle::key(&slug, &email);
-        if let Err(wait) = self.throttle.attempt(&throttle_key) {
-            return Err(ApiError::ResourceExhausted(format!(
+        let attempt = self.throttle.attempt(&throttle_key).map_err(|wait| {
+            ApiError::ResourceExhausted(format!(
                 "too many failed logins; retry in {} s",
                 wait.as_secs().max(1)
-            )));
-        }
+            ))
+        })?;
 
         // Resolve the tenant through the one narrow cross-tenant path, then
         // scope the rest of the transaction to it.
@@ -181,9 +181,12 @@ impl Svc {
             .await?;
         let user = match user {
             Some(user) if password_ok && tenant_ok && user.active() => user,
-            _ => return Err(ApiError::Unauthenticated(BAD_CREDENTIALS)),
+            _ => {
+                attempt.failed();
+                return Err(ApiError::Unauthenticated(BAD_CREDENTIALS));
+            }
         };
-        self.throttle.record_success(&throttle_key);
+        attempt.succeeded();
         let rehashed = if self.passwords.needs_rehash(&user.password_hash) {
             Some(self.passwords.hash(req.password.clone()).await?)
         } else {
@@ -412,12 +415,9 @@ impl AuthService for Svc {
         }
         v.finish()?;
         let throttle_key = LoginThrottle::key(&ctx.tenant_id.to_string(), &ctx.email);
-        if self.throttle.attempt(&throttle_key).is_err() {
-            return Err(ApiError::ResourceExhausted(
-                "too many wrong passwords; retry later".into(),
-            )
-            .into());
-        }
+        let attempt = self.throttle.attempt(&throttle_key).map_err(|_| {
+            ApiError::ResourceExhausted("too many wrong passwords; retry later".into())
+        })?;
         let mut tx = self.write_tx(ctx).await?;
         let user = users::get(&mut tx, ctx.tenant_id, ctx.user_id).await?;
         // No connection is held while bcrypt runs.
@@ -430,9 +430,10 @@ impl AuthService for Svc {
             )
             .await?;
         if !ok {
+            attempt.failed();
             return Err(ApiError::field("current_password", "is not the current password").into());
         }
-        self.throttle.record_success(&throttle_key);
+        attempt.succeeded();
         let hash = self.passwords.hash(req.new_password.clone()).await?;
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         // Only over the hash that was verified: a concurrent change wins.

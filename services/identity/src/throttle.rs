@@ -1,26 +1,43 @@
-//! Throttles consecutive failed logins per account (tenant slug + e-mail),
-//! whether or not the account exists, so the throttle itself reveals
-//! nothing. Per process: each replica keeps its own counts.
+//! Throttles password guessing per account (tenant + e-mail), whether or
+//! not the account exists, so the throttle itself reveals nothing. Per
+//! process: each replica keeps its own counts.
+//!
+//! An attempt takes a slot before its password is checked: failures in a
+//! row plus checks still running may not exceed `FREE_FAILURES`, so twenty
+//! concurrent guesses get five checks, not twenty. Only failures lock the
+//! account out; a burst of correct logins is merely asked to retry.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Attempts without a success allowed before a lock-out starts.
+/// Failed (or still running) attempts allowed in a row.
 const FREE_FAILURES: u32 = 5;
 /// Lock-outs double from one second up to this.
 const MAX_LOCKOUT: Duration = Duration::from_secs(300);
-/// Entries kept at most; the table is cleared when full.
+/// What a refused attempt is told to wait when no lock-out is running.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+/// Entries kept at most; idle entries are dropped when full.
 const CAPACITY: usize = 100_000;
 
 #[derive(Default)]
 pub struct LoginThrottle {
-    accounts: Mutex<HashMap<String, Failures>>,
+    accounts: Mutex<HashMap<String, Account>>,
 }
 
-struct Failures {
-    count: u32,
+#[derive(Default)]
+struct Account {
+    failures: u32,
+    in_flight: u32,
     locked_until: Option<Instant>,
+}
+
+/// A password check in progress. Resolve it with `succeeded` or `failed`;
+/// dropped unresolved (an error before the answer), it just frees its slot.
+pub struct Attempt<'a> {
+    throttle: &'a LoginThrottle,
+    key: String,
+    resolved: bool,
 }
 
 impl LoginThrottle {
@@ -28,38 +45,77 @@ impl LoginThrottle {
         format!("{}\u{0}{}", tenant.to_lowercase(), email.to_lowercase())
     }
 
-    /// Counts an attempt before its password is checked, so concurrent
-    /// guesses cannot all slip in before the first failure is recorded.
-    /// `Err` carries how long the account stays locked.
-    pub fn attempt(&self, key: &str) -> Result<(), Duration> {
+    /// Takes a slot for one password check, or says how long to wait.
+    pub fn attempt(&self, key: &str) -> Result<Attempt<'_>, Duration> {
         let mut accounts = self.accounts.lock().expect("throttle poisoned");
         let now = Instant::now();
-        if let Some(wait) = accounts
-            .get(key)
-            .and_then(|f| f.locked_until)
-            .and_then(|until| until.checked_duration_since(now))
+        if accounts.len() >= CAPACITY {
+            accounts.retain(|_, a| a.in_flight > 0 || a.locked_until.is_some_and(|t| t > now));
+        }
+        let account = accounts.entry(key.to_owned()).or_default();
+        if let Some(wait) = account
+            .locked_until
+            .and_then(|t| t.checked_duration_since(now))
         {
             return Err(wait);
         }
-        if accounts.len() >= CAPACITY {
-            accounts.clear();
+        // Past the allowance (a lock-out just ended), one check at a time.
+        let allowance = FREE_FAILURES.saturating_sub(account.failures).max(1);
+        if account.in_flight >= allowance {
+            return Err(BUSY_RETRY);
         }
-        let entry = accounts.entry(key.to_owned()).or_insert(Failures {
-            count: 0,
-            locked_until: None,
-        });
-        entry.count += 1;
-        if entry.count >= FREE_FAILURES {
-            let exponent = (entry.count - FREE_FAILURES).min(16);
-            let lockout = Duration::from_secs(1 << exponent).min(MAX_LOCKOUT);
-            entry.locked_until = Some(now + lockout);
-        }
-        Ok(())
+        account.in_flight += 1;
+        Ok(Attempt {
+            throttle: self,
+            key: key.to_owned(),
+            resolved: false,
+        })
     }
 
-    /// A successful attempt clears the account's count.
-    pub fn record_success(&self, key: &str) {
-        self.accounts.lock().expect("throttle poisoned").remove(key);
+    fn resolve(&self, key: &str, outcome: Option<bool>) {
+        let mut accounts = self.accounts.lock().expect("throttle poisoned");
+        let Some(account) = accounts.get_mut(key) else {
+            return;
+        };
+        account.in_flight = account.in_flight.saturating_sub(1);
+        match outcome {
+            Some(true) => {
+                account.failures = 0;
+                account.locked_until = None;
+            }
+            Some(false) => {
+                account.failures += 1;
+                if account.failures >= FREE_FAILURES {
+                    let exponent = (account.failures - FREE_FAILURES).min(16);
+                    let lockout = Duration::from_secs(1 << exponent).min(MAX_LOCKOUT);
+                    account.locked_until = Some(Instant::now() + lockout);
+                }
+            }
+            None => {}
+        }
+        if account.in_flight == 0 && account.failures == 0 {
+            accounts.remove(key);
+        }
+    }
+}
+
+impl Attempt<'_> {
+    pub fn succeeded(mut self) {
+        self.resolved = true;
+        self.throttle.resolve(&self.key, Some(true));
+    }
+
+    pub fn failed(mut self) {
+        self.resolved = true;
+        self.throttle.resolve(&self.key, Some(false));
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.resolved {
+            self.throttle.resolve(&self.key, None);
+        }
     }
 }
 
@@ -67,27 +123,53 @@ impl LoginThrottle {
 mod tests {
     use super::*;
 
+    fn key() -> String {
+        LoginThrottle::key("acme", "a@acme.test")
+    }
+
     #[test]
-    fn locks_after_repeated_attempts_and_resets_on_success() {
+    fn locks_after_five_failures_and_resets_on_success() {
         let throttle = LoginThrottle::default();
-        let key = LoginThrottle::key("acme", "a@acme.test");
         for _ in 0..FREE_FAILURES {
-            assert!(throttle.attempt(&key).is_ok());
+            throttle.attempt(&key()).expect("allowed").failed();
         }
         assert!(
-            throttle.attempt(&key).is_err(),
-            "the sixth attempt in a row is locked out"
+            throttle.attempt(&key()).is_err(),
+            "the sixth attempt is locked out"
         );
-        throttle.record_success(&key);
-        assert!(throttle.attempt(&key).is_ok());
+        throttle
+            .accounts
+            .lock()
+            .unwrap()
+            .get_mut(&key())
+            .unwrap()
+            .locked_until = None;
+        throttle
+            .attempt(&key())
+            .expect("after the lock-out")
+            .succeeded();
+        assert!(throttle.accounts.lock().unwrap().get(&key()).is_none());
+    }
+
+    #[test]
+    fn checks_in_flight_count_against_the_allowance() {
+        let throttle = LoginThrottle::default();
+        let running: Vec<_> = (0..FREE_FAILURES)
+            .map(|_| throttle.attempt(&key()).expect("allowed"))
+            .collect();
+        assert_eq!(throttle.attempt(&key()).err(), Some(BUSY_RETRY));
+        drop(running);
+        assert!(
+            throttle.attempt(&key()).is_ok(),
+            "unresolved attempts free their slot"
+        );
     }
 
     #[test]
     fn accounts_are_throttled_independently() {
         let throttle = LoginThrottle::default();
-        let key = LoginThrottle::key("acme", "a@acme.test");
         for _ in 0..FREE_FAILURES {
-            throttle.attempt(&key).expect("allowed");
+            throttle.attempt(&key()).expect("allowed").failed();
         }
         assert!(
             throttle
