@@ -209,7 +209,9 @@ impl Svc {
     /// lifetime old. Identity's own writes (grants above all) must not act
     /// on stale claims: a caller who has been deactivated, whose tenant is
     /// no longer open, or whose role lost a permission the token still
-    /// claims is refused here, before anything is written.
+    /// claims is refused here, before anything is written. The caller's row
+    /// stays share-locked until commit, so a concurrent deactivation or role
+    /// change waits for this write instead of racing it.
     pub(crate) async fn write_tx(&self, ctx: &TenantContext) -> Result<Tx, ApiError> {
         let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
         let current: Option<(bool, Option<String>, Vec<String>)> = sqlx::query_as(
@@ -217,7 +219,8 @@ impl Svc {
                  ARRAY(SELECT p.code::text FROM core.role_permissions rp \
                        JOIN core.permissions p ON p.id = rp.permission_id WHERE rp.role_id = u.role_id) \
              FROM core.users u JOIN core.tenants t ON t.id = u.tenant_id \
-             WHERE u.tenant_id = $1 AND u.id = $2",
+             WHERE u.tenant_id = $1 AND u.id = $2 \
+             FOR SHARE OF u",
         )
         .bind(ctx.tenant_id)
         .bind(ctx.user_id)
