@@ -270,13 +270,7 @@ pub async fn create_tenant(
     .bind(OWNER_ROLE_ID)
     .execute(&mut *tx)
     .await?;
-    let actor = Actor {
-        tenant_id,
-        user_id: None,
-        name: Some("operator"),
-        email: None,
-        meta,
-    };
+    let actor = Actor::operator(tenant_id, meta);
     let tenant = get(&mut tx, tenant_id).await?;
     audit::record(
         &mut tx,
@@ -340,13 +334,7 @@ impl Svc {
                 .await?;
         }
         let after = get(&mut tx, id).await?;
-        let actor = Actor {
-            tenant_id: id,
-            user_id: None,
-            name: Some("operator"),
-            email: None,
-            meta: &operator.meta,
-        };
+        let actor = Actor::operator(id, &operator.meta);
         let mut entry = AuditEntry::new("STATUS_CHANGE", "tenant", id)
             .title(&after.name)
             .old(json!({"status": from}))

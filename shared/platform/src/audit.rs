@@ -15,6 +15,19 @@ pub struct Actor<'a> {
     pub meta: &'a RequestMeta,
 }
 
+impl<'a> Actor<'a> {
+    /// The operator credential acting on `tenant_id` (no user of its own).
+    pub fn operator(tenant_id: Uuid, meta: &'a RequestMeta) -> Self {
+        Actor {
+            tenant_id,
+            user_id: None,
+            name: Some("operator"),
+            email: None,
+            meta,
+        }
+    }
+}
+
 impl<'a> From<&'a TenantContext> for Actor<'a> {
     fn from(ctx: &'a TenantContext) -> Self {
         Actor {
