@@ -15,10 +15,11 @@ pub struct DbArgs {
     /// PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/codeops
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Unprivileged role the services' queries run as (SET ROLE on connect);
-    /// "none" when the login role already is unprivileged.
-    #[arg(long, env = "CODEOPS_DB_ROLE", default_value = codeops_platform::db::APP_ROLE)]
-    pub db_role: String,
+    /// Take each service's own role (codeops_identity, codeops_planning,
+    /// codeops_decision) with SET ROLE on connect; false when each service
+    /// already logs in as its own unprivileged role.
+    #[arg(long, env = "CODEOPS_DB_SET_ROLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub db_set_role: bool,
     /// Pool size per service.
     #[arg(long, env = "CODEOPS_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -34,7 +35,7 @@ impl DbArgs {
     pub fn options(&self, url: &str) -> DbOptions {
         let mut options = DbOptions::new(url);
         options.max_connections = self.db_max_connections;
-        options.app_role = (self.db_role != "none").then(|| self.db_role.clone());
+        options.set_role = self.db_set_role;
         options
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use codeops_platform::server::{self, AuthSettings, ServiceSpec};
-use codeops_platform::{Db, DbOptions};
+use codeops_platform::{Db, DbOptions, ServiceRole};
 use codeops_tenant::layer::operator_token_digest;
 use codeops_tenant::token::read_pem;
 use codeops_tenant::{KeyPair, PublicKey, TokenSettings, TokenSigner, TokenVerifier};
@@ -30,6 +30,15 @@ impl Service {
             Service::Identity => "identity",
             Service::Planning => "planning",
             Service::Decision => "decision",
+        }
+    }
+
+    /// The database role the service's pool takes.
+    pub fn role(self) -> ServiceRole {
+        match self {
+            Service::Identity => ServiceRole::Identity,
+            Service::Planning => ServiceRole::Planning,
+            Service::Decision => ServiceRole::Decision,
         }
     }
 }
@@ -182,7 +191,7 @@ pub async fn start(
         dbs: Vec::new(),
     };
     for (service, listener) in listeners {
-        let db = Db::connect(&config.db).await?;
+        let db = Db::connect(&config.db, service.role()).await?;
         let spec = spec(service, db.clone(), config)?;
         suite.addrs.push((service, listener.local_addr()?));
         let mut stopped = stopped.clone();

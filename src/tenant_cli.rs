@@ -31,7 +31,7 @@ pub struct CreateTenantArgs {
 
 pub async fn create(db: DbArgs, args: CreateTenantArgs) -> anyhow::Result<()> {
     let url = db.url()?;
-    let pool = Db::connect(&db.options(url)).await?;
+    let pool = Db::connect(&db.options(url), codeops_platform::ServiceRole::Identity).await?;
     let meta = RequestMeta {
         request_id: format!("cli-{}", uuid::Uuid::new_v4()),
         peer_ip: None,

@@ -11,7 +11,9 @@ use codeops_proto::identity::{
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::common::{PASSWORD, TestApp, bearer, ids};
+use codeops_platform::ServiceRole;
+
+use crate::common::{PASSWORD, TestApp, bearer, ids, tenant_tx};
 use crate::identity_support::*;
 
 const ADMIN_ROLE: &str = "00000000-0000-4000-8002-000000000002";
@@ -125,8 +127,8 @@ async fn reads_with_a_demoted_token_still_work_until_it_expires() {
 #[tokio::test]
 async fn the_app_role_cannot_change_or_delete_system_roles_in_sql() {
     let app = TestApp::spawn().await;
-    let db = app.db.app_db().await;
-    let mut tx = db.tenant_tx(ids::GLOBEX).await.expect("tenant tx");
+    let pool = app.db.role_pool(ServiceRole::Identity).await;
+    let mut tx = tenant_tx(&pool, ids::GLOBEX).await;
     let deleted_grants = sqlx::query("DELETE FROM core.role_permissions WHERE role_id = $1::uuid")
         .bind(VIEWER_ROLE)
         .execute(&mut *tx)

@@ -676,10 +676,13 @@ async fn every_login_failure_gives_the_same_unauthenticated_message() {
             app.login_response(slug, email, password).await,
             Code::Unauthenticated,
         );
-        assert!(
-            tonic_types::StatusExt::get_error_details_vec(&status).is_empty(),
-            "{case}: no details that tell causes apart"
-        );
+        // One ErrorInfo with one reason for every cause: nothing that
+        // tells them apart.
+        let details = tonic_types::StatusExt::get_error_details_vec(&status);
+        assert_eq!(details.len(), 1, "{case}: only the ErrorInfo");
+        let info = tonic_types::StatusExt::get_details_error_info(&status).expect("error info");
+        assert_eq!(info.reason, "BAD_CREDENTIALS", "{case}");
+        assert!(info.metadata.is_empty(), "{case}: no metadata");
         messages.push((case, status.message().to_owned()));
     }
     let first = &messages[0].1;

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use codeops_platform::convert::{enum_from_db, enum_to_db, etag, id_string, opt_timestamp};
-use codeops_platform::{ApiError, Cursor, Db, Page, Violations};
+use codeops_platform::{ApiError, Cursor, Db, Page, TenantTx, Violations};
 use codeops_proto::decision::decision_service_server::DecisionService;
 use codeops_proto::decision::{
     Decision, DecisionPriority, DecisionStatus, GetDecisionRequest, ListDecisionsRequest,
@@ -100,16 +100,15 @@ impl DecisionService for Decisions {
         let mut v = Violations::new();
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.db.read(ctx).await?;
         let row: Option<DecisionRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM core.decisions WHERE tenant_id = $1 AND id = $2"
         ))
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        tx.commit().await.map_err(ApiError::from)?;
         let row = row.ok_or(ApiError::NotFound("decision"))?;
         Ok(Response::new(row.into_proto()))
     }
@@ -131,7 +130,7 @@ impl DecisionService for Decisions {
         let page = Page::parse(req.page_size, &req.page_token, &filters, &mut v);
         v.finish()?;
 
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.db.read(ctx).await?;
         let mut rows: Vec<DecisionRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM core.decisions \
              WHERE tenant_id = $1 \
@@ -140,7 +139,7 @@ impl DecisionService for Decisions {
                AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5)) \
              ORDER BY created_at DESC, id DESC LIMIT $6"
         ))
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(status)
         .bind(req.overdue_only)
         .bind(page.after_time())
@@ -149,7 +148,6 @@ impl DecisionService for Decisions {
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        tx.commit().await.map_err(ApiError::from)?;
         let next_page_token = page.finish(&mut rows, DecisionRow::cursor);
         Ok(Response::new(ListDecisionsResponse {
             decisions: rows.into_iter().map(DecisionRow::into_proto).collect(),

@@ -6,7 +6,7 @@ use codeops_platform::convert::{
     enum_from_db, enum_to_db, from_timestamp, json_to_struct, timestamp,
 };
 use codeops_platform::validate::SHORT_TEXT;
-use codeops_platform::{ApiError, Cursor, Page, Violations};
+use codeops_platform::{ApiError, Cursor, Page, TenantTx, Violations};
 use codeops_proto::identity::audit_service_server::AuditService;
 use codeops_proto::identity::{AuditAction, AuditLog, ListAuditLogsRequest, ListAuditLogsResponse};
 use codeops_tenant::RequestExt;
@@ -108,7 +108,7 @@ impl AuditService for Svc {
         let page = Page::parse(req.page_size, &req.page_token, &filters, &mut v);
         v.finish()?;
 
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.db.read(ctx).await?;
         let mut rows: Vec<AuditRow> = sqlx::query_as(
             "SELECT id, actor_id, actor_name, actor_email, action, entity_type, entity_id, entity_title, description, \
                  old_values, new_values, ip_address, user_agent, request_id, timestamp \
@@ -122,7 +122,7 @@ impl AuditService for Svc {
                AND ($8::timestamptz IS NULL OR (timestamp, id) < ($8, $9)) \
              ORDER BY timestamp DESC, id DESC LIMIT $10",
         )
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(entity_type)
         .bind(entity_id)
         .bind(actor_id)
@@ -135,7 +135,6 @@ impl AuditService for Svc {
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        tx.commit().await.map_err(ApiError::from)?;
         let next_page_token = page.finish(&mut rows, AuditRow::cursor);
         Ok(Response::new(ListAuditLogsResponse {
             audit_logs: rows.into_iter().map(AuditRow::into_proto).collect(),

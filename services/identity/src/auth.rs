@@ -4,11 +4,11 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use codeops_platform::audit::{self, Actor, AuditEntry};
 use codeops_platform::convert::timestamp;
-use codeops_platform::db::set_tenant;
 use codeops_platform::validate::SHORT_TEXT;
-use codeops_platform::{ApiError, Tx, Violations};
+use codeops_platform::{
+    Actor, ApiError, AuditAction, AuditEntry, Problem, TenantTx, Violations, WriteTx,
+};
 use codeops_proto::identity::auth_service_server::AuthService;
 use codeops_proto::identity::{
     ChangePasswordRequest, ChangePasswordResponse, GetCurrentUserRequest, GetPublicKeysRequest,
@@ -26,8 +26,17 @@ use crate::throttle::LoginThrottle;
 use crate::users::{self, UserRow, revoke_sessions};
 
 /// Every login failure says exactly this, whatever the cause.
-const BAD_CREDENTIALS: &str = "invalid tenant, e-mail or password";
-const BAD_REFRESH: &str = "invalid or expired refresh token";
+const BAD_CREDENTIALS: Problem =
+    Problem::new("BAD_CREDENTIALS", "invalid tenant, e-mail or password");
+const BAD_REFRESH: Problem = Problem::new(
+    "REFRESH_TOKEN_INVALID",
+    "invalid or expired refresh token; log in again",
+);
+const REFRESH_REUSED: Problem = Problem::new(
+    "REFRESH_TOKEN_REUSED",
+    "refresh token reuse detected; the session is revoked",
+);
+const USER_DEACTIVATED: Problem = Problem::new("USER_DEACTIVATED", "user is deactivated");
 
 /// Tenants whose users may log in and refresh.
 pub(crate) fn tenant_open(status: Option<&str>) -> bool {
@@ -73,7 +82,7 @@ impl Svc {
     /// Issues an access token and a refresh token of `family`.
     async fn issue_tokens(
         &self,
-        tx: &mut Tx,
+        tx: &mut WriteTx,
         user: &UserRow,
         family: Uuid,
     ) -> Result<TokenPair, ApiError> {
@@ -116,10 +125,10 @@ impl Svc {
         })
     }
 
-    async fn tenant_status(tx: &mut Tx, tenant_id: Uuid) -> Result<Option<String>, ApiError> {
+    async fn tenant_status(tx: &mut impl TenantTx) -> Result<Option<String>, ApiError> {
         Ok(
             sqlx::query_scalar("SELECT status FROM core.tenants WHERE id = $1")
-                .bind(tenant_id)
+                .bind(tx.tenant_id())
                 .fetch_optional(&mut **tx)
                 .await?
                 .flatten(),
@@ -146,30 +155,28 @@ impl Svc {
 
         let throttle_key = LoginThrottle::key(&slug, &email);
         let attempt = self.throttle.attempt(&throttle_key).map_err(|wait| {
-            ApiError::ResourceExhausted(format!(
-                "too many failed logins; retry in {} s",
-                wait.as_secs().max(1)
-            ))
+            ApiError::throttled(
+                "LOGIN_THROTTLED",
+                format!(
+                    "too many failed logins; retry in {} s",
+                    wait.as_secs().max(1)
+                ),
+                wait,
+            )
         })?;
 
         // Resolve the tenant through the one narrow cross-tenant path, then
         // scope the rest of the transaction to it.
-        let mut tx = self.db.untenanted_tx().await?;
-        let tenant: Option<(Uuid, Option<String>)> =
-            sqlx::query_as("SELECT id, status FROM core.tenant_for_login($1)")
-                .bind(&slug)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let tenant = self.db.tenant_for_login(&slug).await?;
         let mut user = None;
         let mut tenant_ok = false;
         if let Some((tenant_id, status)) = &tenant {
-            set_tenant(&mut tx, *tenant_id).await?;
             tenant_ok = tenant_open(status.as_deref());
-            user = users::find_by_email(&mut tx, *tenant_id, &email).await?;
+            let mut tx = self.db.read_as(&Actor::login(*tenant_id, meta)).await?;
+            user = users::find_by_email(&mut tx, &email).await?;
+            // No connection is held while bcrypt runs: a burst of logins
+            // must not drain the pool the other RPCs need.
         }
-        // No connection is held while bcrypt runs: a burst of logins must
-        // not drain the pool the other RPCs need.
-        tx.commit().await?;
         // The hash is always checked, against a dummy one when there is no
         // user, so every failure takes about as long as a success.
         let password_ok = self
@@ -193,7 +200,8 @@ impl Svc {
             None
         };
 
-        let mut tx = self.db.tenant_tx(user.tenant_id).await?;
+        let mut tx = self.db.write_as(Actor::login(user.tenant_id, meta)).await?;
+        tx.authenticated(user.id, user.display_name(), user.email.clone());
         // Deactivated while the password was being checked: refused too.
         let updated = sqlx::query(
             "UPDATE core.users SET last_login_at = now() \
@@ -220,21 +228,9 @@ impl Svc {
             .await?;
         }
         let tokens = self.issue_tokens(&mut tx, &user, Uuid::now_v7()).await?;
-        let actor = Actor {
-            tenant_id: user.tenant_id,
-            user_id: Some(user.id),
-            name: Some(&user.display_name()),
-            email: Some(&user.email),
-            meta,
-        };
-        audit::record(
-            &mut tx,
-            &actor,
-            AuditEntry::new("LOGIN", "user", user.id).title(&user.email),
-        )
-        .await?;
-        let user = users::get(&mut tx, user.tenant_id, user.id).await?;
-        tx.commit().await?;
+        let user = users::get(&mut tx, user.id).await?;
+        tx.commit(AuditEntry::new(AuditAction::Login, "user", user.id).title(&user.email))
+            .await?;
         Ok(LoginResponse {
             tokens: Some(tokens),
             user: Some(user.into_proto()),
@@ -248,7 +244,7 @@ impl Svc {
     ) -> Result<RefreshResponse, ApiError> {
         let tenant_id = refresh_token_tenant(&req.refresh_token)
             .ok_or(ApiError::Unauthenticated(BAD_REFRESH))?;
-        let mut tx = self.db.tenant_tx(tenant_id).await?;
+        let mut tx = self.db.write_as(Actor::login(tenant_id, meta)).await?;
         let row: Option<RefreshTokenRow> =
             sqlx::query_as(
                 "SELECT id, user_id, family_id, expires_at, used_at, revoked_at FROM core.refresh_tokens \
@@ -283,28 +279,19 @@ impl Svc {
             .bind(family)
             .execute(&mut *tx)
             .await?;
-            let actor = Actor {
-                tenant_id,
-                user_id: Some(user_id),
-                name: None,
-                email: None,
-                meta,
-            };
-            audit::record(
-                &mut tx,
-                &actor,
-                AuditEntry::new("LOGOUT", "session", family)
+            if let Some(user) = users::find_by_id(&mut tx, user_id).await? {
+                tx.authenticated(user.id, user.display_name(), user.email.clone());
+            }
+            tx.commit(
+                AuditEntry::new(AuditAction::Logout, "session", family)
                     .description("refresh token presented twice: the session is revoked"),
             )
             .await?;
-            tx.commit().await?;
             tracing::warn!(%tenant_id, %user_id, "refresh token reuse: session revoked");
-            return Err(ApiError::Unauthenticated(
-                "refresh token reuse detected; the session is revoked",
-            ));
+            return Err(ApiError::Unauthenticated(REFRESH_REUSED));
         }
-        let user = users::find_by_id(&mut tx, tenant_id, user_id).await?;
-        let tenant_ok = tenant_open(Self::tenant_status(&mut tx, tenant_id).await?.as_deref());
+        let user = users::find_by_id(&mut tx, user_id).await?;
+        let tenant_ok = tenant_open(Self::tenant_status(&mut tx).await?.as_deref());
         let Some(user) = user.filter(|u| u.active() && tenant_ok) else {
             return Err(ApiError::Unauthenticated(BAD_REFRESH));
         };
@@ -316,22 +303,13 @@ impl Svc {
         .execute(&mut *tx)
         .await?;
         let tokens = self.issue_tokens(&mut tx, &user, family).await?;
-        let actor = Actor {
-            tenant_id,
-            user_id: Some(user.id),
-            name: Some(&user.display_name()),
-            email: Some(&user.email),
-            meta,
-        };
-        audit::record(
-            &mut tx,
-            &actor,
-            AuditEntry::new("UPDATE", "session", family)
+        tx.authenticated(user.id, user.display_name(), user.email.clone());
+        tx.commit(
+            AuditEntry::new(AuditAction::Update, "session", family)
                 .title(&user.email)
                 .description("refresh token rotated"),
         )
         .await?;
-        tx.commit().await?;
         Ok(RefreshResponse {
             tokens: Some(tokens),
         })
@@ -366,9 +344,9 @@ impl AuthService for Svc {
     ) -> Result<Response<LogoutResponse>, Status> {
         let ctx = request.tenant()?;
         let token = &request.get_ref().refresh_token;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.db.write(ctx).await?;
         let revoked = if token.is_empty() {
-            revoke_sessions(&mut tx, ctx.tenant_id, ctx.user_id).await?
+            revoke_sessions(&mut tx, ctx.user_id).await?
         } else {
             // Only a session of the caller; anything else is not found.
             sqlx::query(
@@ -377,7 +355,7 @@ impl AuthService for Svc {
                      SELECT family_id FROM core.refresh_tokens \
                      WHERE tenant_id = $1 AND user_id = $2 AND token_hash = $3)",
             )
-            .bind(ctx.tenant_id)
+            .bind(tx.tenant_id())
             .bind(ctx.user_id)
             .bind(token_hash(token))
             .execute(&mut *tx)
@@ -385,15 +363,12 @@ impl AuthService for Svc {
             .map_err(ApiError::from)?
             .rows_affected()
         };
-        audit::record(
-            &mut tx,
-            &Actor::from(ctx),
-            AuditEntry::new("LOGOUT", "user", ctx.user_id)
+        tx.commit(
+            AuditEntry::new(AuditAction::Logout, "user", ctx.user_id)
                 .title(&ctx.email)
                 .description(format!("{revoked} session token(s) revoked")),
         )
         .await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(LogoutResponse {
             revoked_sessions: i32::try_from(revoked).unwrap_or(i32::MAX),
         }))
@@ -415,13 +390,19 @@ impl AuthService for Svc {
         }
         v.finish()?;
         let throttle_key = LoginThrottle::key(&ctx.tenant_id.to_string(), &ctx.email);
-        let attempt = self.throttle.attempt(&throttle_key).map_err(|_| {
-            ApiError::ResourceExhausted("too many wrong passwords; retry later".into())
+        let attempt = self.throttle.attempt(&throttle_key).map_err(|wait| {
+            ApiError::throttled(
+                "PASSWORD_CHECK_THROTTLED",
+                "too many wrong passwords; retry later",
+                wait,
+            )
         })?;
-        let mut tx = self.write_tx(ctx).await?;
-        let user = users::get(&mut tx, ctx.tenant_id, ctx.user_id).await?;
-        // No connection is held while bcrypt runs.
-        tx.commit().await.map_err(ApiError::from)?;
+        // The caller re-checked (write_tx), then let go: no connection is
+        // held while bcrypt runs, and nothing was written to commit.
+        let user = {
+            let mut tx = self.write_tx(ctx).await?;
+            users::get(&mut tx, ctx.user_id).await?
+        };
         let ok = self
             .passwords
             .verify(
@@ -435,13 +416,13 @@ impl AuthService for Svc {
         }
         attempt.succeeded();
         let hash = self.passwords.hash(req.new_password.clone()).await?;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.db.write(ctx).await?;
         // Only over the hash that was verified: a concurrent change wins.
         let updated = sqlx::query(
             "UPDATE core.users SET password_hash = $4, updated_at = clock_timestamp() \
              WHERE tenant_id = $1 AND id = $2 AND password_hash = $3",
         )
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(ctx.user_id)
         .bind(&user.password_hash)
         .bind(hash)
@@ -449,21 +430,19 @@ impl AuthService for Svc {
         .await
         .map_err(ApiError::from)?;
         if updated.rows_affected() == 0 {
-            return Err(ApiError::Aborted(
-                "the password changed meanwhile; retry with the current password".into(),
-            )
+            return Err(ApiError::Aborted {
+                reason: "CONCURRENT_UPDATE",
+                message: "the password changed meanwhile; retry with the current password".into(),
+            }
             .into());
         }
-        let revoked = revoke_sessions(&mut tx, ctx.tenant_id, ctx.user_id).await?;
-        audit::record(
-            &mut tx,
-            &Actor::from(ctx),
-            AuditEntry::new("PASSWORD_CHANGED", "user", ctx.user_id)
+        let revoked = revoke_sessions(&mut tx, ctx.user_id).await?;
+        tx.commit(
+            AuditEntry::new(AuditAction::PasswordChanged, "user", ctx.user_id)
                 .title(&ctx.email)
                 .description(format!("{revoked} session token(s) revoked")),
         )
         .await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(ChangePasswordResponse {
             revoked_sessions: i32::try_from(revoked).unwrap_or(i32::MAX),
         }))
@@ -474,14 +453,13 @@ impl AuthService for Svc {
         request: Request<GetCurrentUserRequest>,
     ) -> Result<Response<User>, Status> {
         let ctx = request.tenant()?;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
-        let user = users::find_by_id(&mut tx, ctx.tenant_id, ctx.user_id).await?;
-        tx.commit().await.map_err(ApiError::from)?;
+        let mut tx = self.db.read(ctx).await?;
+        let user = users::find_by_id(&mut tx, ctx.user_id).await?;
         // A deactivated user's token still verifies until it expires; here,
         // at the source, they are refused at once.
         let user = user
             .filter(UserRow::active)
-            .ok_or(ApiError::Unauthenticated("user is deactivated"))?;
+            .ok_or(ApiError::Unauthenticated(USER_DEACTIVATED))?;
         Ok(Response::new(user.into_proto()))
     }
 

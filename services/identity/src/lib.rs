@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use codeops_platform::server::ServiceSpec;
-use codeops_platform::{ApiError, Db, Tx};
+use codeops_platform::{ApiError, Db, Problem, WriteTx};
 use codeops_proto::identity::audit_service_server::AuditServiceServer;
 use codeops_proto::identity::auth_service_server::AuthServiceServer;
 use codeops_proto::identity::role_service_server::RoleServiceServer;
@@ -212,8 +212,8 @@ impl Svc {
     /// claims is refused here, before anything is written. The caller's row
     /// stays share-locked until commit, so a concurrent deactivation or role
     /// change waits for this write instead of racing it.
-    pub(crate) async fn write_tx(&self, ctx: &TenantContext) -> Result<Tx, ApiError> {
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+    pub(crate) async fn write_tx(&self, ctx: &TenantContext) -> Result<WriteTx, ApiError> {
+        let mut tx = self.db.write(ctx).await?;
         let current: Option<(bool, Option<String>, Vec<String>)> = sqlx::query_as(
             "SELECT coalesce(u.is_active, false), t.status, \
                  ARRAY(SELECT p.code::text FROM core.role_permissions rp \
@@ -243,7 +243,10 @@ impl Svc {
     }
 }
 
-const STALE_TOKEN: &str = "the access token no longer matches the account; log in again";
+const STALE_TOKEN: Problem = Problem::new(
+    "TOKEN_STALE",
+    "the access token no longer matches the account; log in again",
+);
 
 macro_rules! compressed {
     ($server:ident, $svc:expr) => {

@@ -116,8 +116,10 @@ impl Hasher {
             }
         });
         self.jobs.try_send(job).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => ApiError::ResourceExhausted(
-                "too many password checks in progress; retry shortly".into(),
+            mpsc::TrySendError::Full(_) => ApiError::throttled(
+                "PASSWORD_CHECKS_BUSY",
+                "too many password checks in progress; retry shortly",
+                std::time::Duration::from_secs(1),
             ),
             mpsc::TrySendError::Disconnected(_) => {
                 ApiError::internal(std::io::Error::other("bcrypt threads stopped"))

@@ -1,10 +1,9 @@
 //! RoleService: system roles (read-only) and the tenant's custom roles.
 
 use chrono::{DateTime, Utc};
-use codeops_platform::audit::{self, Actor, AuditEntry};
 use codeops_platform::convert::{enum_from_db, enum_to_db, etag, opt_timestamp};
 use codeops_platform::validate::{SHORT_TEXT, check_etag};
-use codeops_platform::{ApiError, Cursor, Page, Violations};
+use codeops_platform::{ApiError, AuditAction, AuditEntry, Cursor, Page, TenantTx, Violations};
 use codeops_proto::identity::role_service_server::RoleService;
 use codeops_proto::identity::{
     CreateRoleRequest, DeleteRoleRequest, DeleteRoleResponse, GetRoleRequest,
@@ -90,43 +89,39 @@ impl RoleRow {
 
 /// A system role or one of the tenant's own roles.
 pub(crate) async fn load_visible_role(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
+    tx: &mut impl TenantTx,
     id: Uuid,
 ) -> Result<Option<RoleRow>, ApiError> {
     Ok(sqlx::query_as(&format!(
         "{ROLE_SELECT} WHERE r.id = $2 AND (r.tenant_id IS NULL OR r.tenant_id = $1)"
     ))
-    .bind(tenant_id)
+    .bind(tx.tenant_id())
     .bind(id)
-    .fetch_optional(conn)
+    .fetch_optional(&mut **tx)
     .await?)
 }
 
-async fn get(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<RoleRow, ApiError> {
-    load_visible_role(conn, tenant_id, id)
+async fn get(tx: &mut impl TenantTx, id: Uuid) -> Result<RoleRow, ApiError> {
+    load_visible_role(tx, id)
         .await?
         .ok_or(ApiError::NotFound("role"))
 }
 
 /// A custom role of the tenant, locked; system roles are read-only.
-async fn get_custom_for_update(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    id: Uuid,
-) -> Result<RoleRow, ApiError> {
-    let role = get(&mut *conn, tenant_id, id).await?;
+async fn get_custom_for_update(tx: &mut impl TenantTx, id: Uuid) -> Result<RoleRow, ApiError> {
+    let role = get(tx, id).await?;
     if role.is_system() {
-        return Err(ApiError::FailedPrecondition(
-            "system roles are read-only".into(),
+        return Err(ApiError::precondition(
+            "SYSTEM_ROLE_READ_ONLY",
+            "system roles are read-only",
         ));
     }
     sqlx::query("SELECT 1 FROM core.roles WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
-        .bind(tenant_id)
+        .bind(tx.tenant_id())
         .bind(id)
-        .execute(&mut *conn)
+        .execute(&mut **tx)
         .await?;
-    get(conn, tenant_id, id).await
+    get(tx, id).await
 }
 
 fn parse_permission_codes(v: &mut Violations, field: &str, codes: &[String]) -> PermissionSet {
@@ -175,8 +170,26 @@ fn role_code(v: &mut Violations, value: &str) -> String {
             "must be uppercase letters, digits and underscores",
         );
     }
+    // A custom role named like a system role would show as `role: OWNER`
+    // in tokens and responses while holding something else entirely.
+    if SYSTEM_ROLE_CODES.contains(&code.as_str()) {
+        v.add(
+            "role.code",
+            format!("{code} is reserved for the system role"),
+        );
+    }
     code
 }
+
+/// Codes of the system roles migration 10002 ships; no tenant may reuse them.
+const SYSTEM_ROLE_CODES: &[&str] = &[
+    "OWNER",
+    "ADMIN",
+    "PRODUCT_LEAD",
+    "ENGINEER",
+    "VIEWER",
+    "STAKEHOLDER",
+];
 
 #[tonic::async_trait]
 impl RoleService for Svc {
@@ -189,20 +202,19 @@ impl RoleService for Svc {
         let mut v = Violations::new();
         let page = Page::parse(req.page_size, &req.page_token, "", &mut v);
         v.finish()?;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.db.read(ctx).await?;
         let mut rows: Vec<RoleRow> = sqlx::query_as(&format!(
             "{ROLE_SELECT} WHERE (r.tenant_id IS NULL OR r.tenant_id = $1) \
                AND ($2::timestamptz IS NULL OR (r.created_at, r.id) > ($2, $3)) \
              ORDER BY r.created_at, r.id LIMIT $4"
         ))
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(page.after_time())
         .bind(page.after_id())
         .bind(page.limit())
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        tx.commit().await.map_err(ApiError::from)?;
         let next_page_token = page.finish(&mut rows, RoleRow::cursor);
         Ok(Response::new(ListRolesResponse {
             roles: rows.into_iter().map(RoleRow::into_proto).collect(),
@@ -215,9 +227,8 @@ impl RoleService for Svc {
         let mut v = Violations::new();
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
-        let role = get(&mut tx, ctx.tenant_id, id).await?;
-        tx.commit().await.map_err(ApiError::from)?;
+        let mut tx = self.db.read(ctx).await?;
+        let role = get(&mut tx, id).await?;
         Ok(Response::new(role.into_proto()))
     }
 
@@ -247,7 +258,7 @@ impl RoleService for Svc {
                  created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, false, now(), now())",
         )
         .bind(id)
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(&code)
         .bind(&name)
         .bind(&description)
@@ -257,16 +268,13 @@ impl RoleService for Svc {
         .await
         .map_err(ApiError::from)?;
         replace_permissions(&mut tx, id, permissions).await?;
-        let created = get(&mut tx, ctx.tenant_id, id).await?;
-        audit::record(
-            &mut tx,
-            &Actor::from(ctx),
-            AuditEntry::new("CREATE", "role", id)
+        let created = get(&mut tx, id).await?;
+        tx.commit(
+            AuditEntry::new(AuditAction::Create, "role", id)
                 .title(&created.code)
                 .new_values(created.audit_values()),
         )
         .await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(created.into_proto()))
     }
 
@@ -298,7 +306,7 @@ impl RoleService for Svc {
         v.finish()?;
 
         let mut tx = self.write_tx(ctx).await?;
-        let before = get_custom_for_update(&mut tx, ctx.tenant_id, id).await?;
+        let before = get_custom_for_update(&mut tx, id).await?;
         check_etag(&role.etag, &etag(before.updated_at))?;
         sqlx::query(
             "UPDATE core.roles SET name = coalesce($3, name), \
@@ -306,7 +314,7 @@ impl RoleService for Svc {
                  category = coalesce($6, category), level = coalesce($7, level), updated_at = clock_timestamp() \
              WHERE tenant_id = $1 AND id = $2",
         )
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(id)
         .bind(name)
         .bind(description.is_some())
@@ -316,17 +324,14 @@ impl RoleService for Svc {
         .execute(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        let after = get(&mut tx, ctx.tenant_id, id).await?;
-        audit::record(
-            &mut tx,
-            &Actor::from(ctx),
-            AuditEntry::new("UPDATE", "role", id)
+        let after = get(&mut tx, id).await?;
+        tx.commit(
+            AuditEntry::new(AuditAction::Update, "role", id)
                 .title(&after.code)
                 .old(before.audit_values())
                 .new_values(after.audit_values()),
         )
         .await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(after.into_proto()))
     }
 
@@ -339,35 +344,34 @@ impl RoleService for Svc {
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
         let mut tx = self.write_tx(ctx).await?;
-        let before = get_custom_for_update(&mut tx, ctx.tenant_id, id).await?;
+        let before = get_custom_for_update(&mut tx, id).await?;
         let holders: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM core.users WHERE tenant_id = $1 AND role_id = $2",
         )
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(id)
         .fetch_one(&mut *tx)
         .await
         .map_err(ApiError::from)?;
         if holders > 0 {
-            return Err(
-                ApiError::FailedPrecondition(format!("role is held by {holders} user(s)")).into(),
-            );
+            return Err(ApiError::precondition(
+                "ROLE_IN_USE",
+                format!("role is held by {holders} user(s)"),
+            )
+            .into());
         }
         sqlx::query("DELETE FROM core.roles WHERE tenant_id = $1 AND id = $2")
-            .bind(ctx.tenant_id)
+            .bind(tx.tenant_id())
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(ApiError::from)?;
-        audit::record(
-            &mut tx,
-            &Actor::from(ctx),
-            AuditEntry::new("DELETE", "role", id)
+        tx.commit(
+            AuditEntry::new(AuditAction::Delete, "role", id)
                 .title(&before.code)
                 .old(before.audit_values()),
         )
         .await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(DeleteRoleResponse {}))
     }
 
@@ -376,14 +380,13 @@ impl RoleService for Svc {
         request: Request<ListPermissionsRequest>,
     ) -> Result<Response<ListPermissionsResponse>, Status> {
         let ctx = request.tenant()?;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.db.read(ctx).await?;
         let rows: Vec<(Uuid, String, String, Option<String>, String)> = sqlx::query_as(
             "SELECT id, code, name, description, category FROM core.permissions ORDER BY code",
         )
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(ListPermissionsResponse {
             permissions: rows
                 .into_iter()
@@ -410,7 +413,7 @@ impl RoleService for Svc {
         v.finish()?;
         ensure_can_grant(ctx, permissions)?;
         let mut tx = self.write_tx(ctx).await?;
-        let before = get_custom_for_update(&mut tx, ctx.tenant_id, id).await?;
+        let before = get_custom_for_update(&mut tx, id).await?;
         // Removing permissions from a role demotes its holders: the caller
         // must hold what is taken away too.
         ensure_can_grant(ctx, before.permission_set())?;
@@ -418,23 +421,20 @@ impl RoleService for Svc {
         sqlx::query(
             "UPDATE core.roles SET updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2",
         )
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(id)
         .execute(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        let after = get(&mut tx, ctx.tenant_id, id).await?;
-        audit::record(
-            &mut tx,
-            &Actor::from(ctx),
-            AuditEntry::new("UPDATE", "role", id)
+        let after = get(&mut tx, id).await?;
+        tx.commit(
+            AuditEntry::new(AuditAction::Update, "role", id)
                 .title(&after.code)
                 .description("permissions replaced")
                 .old(json!({"permissions": before.permissions}))
                 .new_values(json!({"permissions": after.permissions})),
         )
         .await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(after.into_proto()))
     }
 }

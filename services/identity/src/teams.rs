@@ -1,12 +1,11 @@
 //! TeamService: teams of the caller's tenant and their members.
 
 use chrono::{DateTime, Utc};
-use codeops_platform::audit::{self, Actor, AuditEntry};
 use codeops_platform::convert::{
-    enum_from_db, enum_to_db, etag, id_string, json_to_struct, opt_timestamp, struct_to_json,
+    enum_from_db, enum_to_db, etag, id_string, json_to_struct, opt_timestamp,
 };
 use codeops_platform::validate::{SHORT_TEXT, check_etag, contains_pattern};
-use codeops_platform::{ApiError, Cursor, Page, Violations};
+use codeops_platform::{ApiError, AuditAction, AuditEntry, Cursor, Page, TenantTx, Violations};
 use codeops_proto::identity::team_service_server::TeamService;
 use codeops_proto::identity::{
     AddTeamMemberRequest, CreateTeamRequest, DeleteTeamRequest, GetTeamRequest,
@@ -16,7 +15,6 @@ use codeops_proto::identity::{
 };
 use codeops_tenant::RequestExt;
 use serde_json::json;
-use sqlx::PgConnection;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -53,6 +51,8 @@ impl TeamRow {
         json!({
             "name": self.name, "slug": self.slug, "description": self.description, "icon_url": self.icon_url,
             "color": self.color, "lead_id": self.lead_id, "is_active": self.is_active,
+            "settings": self.settings.as_deref()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()),
         })
     }
 
@@ -78,26 +78,22 @@ impl TeamRow {
     }
 }
 
-async fn get(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<TeamRow, ApiError> {
+async fn get(tx: &mut impl TenantTx, id: Uuid) -> Result<TeamRow, ApiError> {
     sqlx::query_as(&format!("{TEAM_SELECT} WHERE tenant_id = $1 AND id = $2"))
-        .bind(tenant_id)
+        .bind(tx.tenant_id())
         .bind(id)
-        .fetch_optional(conn)
+        .fetch_optional(&mut **tx)
         .await?
         .ok_or(ApiError::NotFound("team"))
 }
 
-async fn get_for_update(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    id: Uuid,
-) -> Result<TeamRow, ApiError> {
+async fn get_for_update(tx: &mut impl TenantTx, id: Uuid) -> Result<TeamRow, ApiError> {
     sqlx::query_as(&format!(
         "{TEAM_SELECT} WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
     ))
-    .bind(tenant_id)
+    .bind(tx.tenant_id())
     .bind(id)
-    .fetch_optional(conn)
+    .fetch_optional(&mut **tx)
     .await?
     .ok_or(ApiError::NotFound("team"))
 }
@@ -113,21 +109,11 @@ fn color(v: &mut Violations, value: &str) -> Option<String> {
     Some(color)
 }
 
-fn settings(v: &mut Violations, value: Option<&prost_types::Struct>) -> Option<String> {
-    match value.map(struct_to_json).transpose() {
-        Ok(json) => json.map(|j| j.to_string()),
-        Err(e) => {
-            v.add("team.settings", format!("is not valid JSON: {e}"));
-            None
-        }
-    }
-}
-
 /// The slug constraint clash, as the client should see it.
 fn slug_taken(err: sqlx::Error) -> ApiError {
     match ApiError::from(err) {
-        ApiError::AlreadyExists(_) => {
-            ApiError::AlreadyExists("a team with this slug already exists".into())
+        ApiError::AlreadyExists { .. } => {
+            ApiError::already_exists("team", "a team with this slug already exists")
         }
         other => other,
     }
@@ -181,12 +167,12 @@ impl TeamService for Svc {
         let icon_url = v.optional_url("team.icon_url", &team.icon_url);
         let color = color(&mut v, &team.color);
         let lead_id = v.optional_uuid("team.lead_id", &team.lead_id);
-        let settings = settings(&mut v, team.settings.as_ref());
+        let settings = v.json_struct("team.settings", team.settings.as_ref());
         v.finish()?;
 
         let mut tx = self.write_tx(ctx).await?;
         if let Some(lead_id) = lead_id {
-            ensure_user_in_tenant(&mut tx, ctx.tenant_id, lead_id, "team.lead_id").await?;
+            ensure_user_in_tenant(&mut tx, lead_id, "team.lead_id").await?;
         }
         let id = Uuid::now_v7();
         sqlx::query(
@@ -194,7 +180,7 @@ impl TeamService for Svc {
                  settings, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true, $9, now(), now())",
         )
         .bind(id)
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(&name)
         .bind(&slug)
         .bind(&description)
@@ -205,16 +191,13 @@ impl TeamService for Svc {
         .execute(&mut *tx)
         .await
         .map_err(slug_taken)?;
-        let created = get(&mut tx, ctx.tenant_id, id).await?;
-        audit::record(
-            &mut tx,
-            &Actor::from(ctx),
-            AuditEntry::new("CREATE", "team", id)
+        let created = get(&mut tx, id).await?;
+        tx.commit(
+            AuditEntry::new(AuditAction::Create, "team", id)
                 .title(&created.name)
                 .new_values(created.audit_values()),
         )
         .await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(created.into_proto()))
     }
 
@@ -223,9 +206,8 @@ impl TeamService for Svc {
         let mut v = Violations::new();
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
-        let team = get(&mut tx, ctx.tenant_id, id).await?;
-        tx.commit().await.map_err(ApiError::from)?;
+        let mut tx = self.db.read(ctx).await?;
+        let team = get(&mut tx, id).await?;
         Ok(Response::new(team.into_proto()))
     }
 
@@ -241,7 +223,7 @@ impl TeamService for Svc {
         let page = Page::parse(req.page_size, &req.page_token, &filters, &mut v);
         v.finish()?;
         let pattern = query.as_deref().map(contains_pattern);
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.db.read(ctx).await?;
         let mut rows: Vec<TeamRow> = sqlx::query_as(&format!(
             "{TEAM_SELECT} WHERE tenant_id = $1 \
                AND ($2 OR coalesce(is_active, false)) \
@@ -249,7 +231,7 @@ impl TeamService for Svc {
                AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5)) \
              ORDER BY created_at, id LIMIT $6"
         ))
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(req.include_archived)
         .bind(pattern)
         .bind(page.after_time())
@@ -258,7 +240,6 @@ impl TeamService for Svc {
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        tx.commit().await.map_err(ApiError::from)?;
         let next_page_token = page.finish(&mut rows, TeamRow::cursor);
         Ok(Response::new(ListTeamsResponse {
             teams: rows.into_iter().map(TeamRow::into_proto).collect(),
@@ -295,14 +276,15 @@ impl TeamService for Svc {
         let icon_url = has("icon_url").then(|| v.optional_url("team.icon_url", &team.icon_url));
         let color = has("color").then(|| color(&mut v, &team.color));
         let lead_id = has("lead_id").then(|| v.optional_uuid("team.lead_id", &team.lead_id));
-        let settings = has("settings").then(|| settings(&mut v, team.settings.as_ref()));
+        let settings =
+            has("settings").then(|| v.json_struct("team.settings", team.settings.as_ref()));
         v.finish()?;
 
         let mut tx = self.write_tx(ctx).await?;
-        let before = get_for_update(&mut tx, ctx.tenant_id, id).await?;
+        let before = get_for_update(&mut tx, id).await?;
         check_etag(&team.etag, &etag(before.updated_at))?;
         if let Some(Some(lead_id)) = lead_id {
-            ensure_user_in_tenant(&mut tx, ctx.tenant_id, lead_id, "team.lead_id").await?;
+            ensure_user_in_tenant(&mut tx, lead_id, "team.lead_id").await?;
         }
         sqlx::query(
             "UPDATE core.teams SET name = coalesce($3, name), slug = coalesce($4, slug), \
@@ -314,7 +296,7 @@ impl TeamService for Svc {
                  updated_at = clock_timestamp() \
              WHERE tenant_id = $1 AND id = $2",
         )
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(id)
         .bind(name)
         .bind(slug)
@@ -331,17 +313,13 @@ impl TeamService for Svc {
         .execute(&mut *tx)
         .await
         .map_err(slug_taken)?;
-        let after = get(&mut tx, ctx.tenant_id, id).await?;
-        audit::record(
-            &mut tx,
-            &Actor::from(ctx),
-            AuditEntry::new("UPDATE", "team", id)
+        let after = get(&mut tx, id).await?;
+        tx.commit(
+            AuditEntry::new(AuditAction::Update, "team", id)
                 .title(&after.name)
-                .old(before.audit_values())
-                .new_values(after.audit_values()),
+                .changes(before.audit_values(), after.audit_values()),
         )
         .await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(after.into_proto()))
     }
 
@@ -354,28 +332,25 @@ impl TeamService for Svc {
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
         let mut tx = self.write_tx(ctx).await?;
-        let before = get_for_update(&mut tx, ctx.tenant_id, id).await?;
+        let before = get_for_update(&mut tx, id).await?;
         if before.is_active == Some(false) {
-            return Err(ApiError::FailedPrecondition("team is already archived".into()).into());
+            return Err(ApiError::precondition("TEAM_ARCHIVED", "team is already archived").into());
         }
         sqlx::query("UPDATE core.teams SET is_active = false, updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2")
-            .bind(ctx.tenant_id)
+            .bind(tx.tenant_id())
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(ApiError::from)?;
-        let after = get(&mut tx, ctx.tenant_id, id).await?;
-        audit::record(
-            &mut tx,
-            &Actor::from(ctx),
-            AuditEntry::new("DELETE", "team", id)
+        let after = get(&mut tx, id).await?;
+        tx.commit(
+            AuditEntry::new(AuditAction::Delete, "team", id)
                 .title(&after.name)
                 .description("archived")
                 .old(json!({"is_active": true}))
                 .new_values(json!({"is_active": false})),
         )
         .await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(after.into_proto()))
     }
 
@@ -398,18 +373,18 @@ impl TeamService for Svc {
             enum_to_db(role.unwrap_or(TeamRole::Member).as_str_name(), "TEAM_ROLE_").to_owned();
 
         let mut tx = self.write_tx(ctx).await?;
-        let team = get_for_update(&mut tx, ctx.tenant_id, team_id).await?;
+        let team = get_for_update(&mut tx, team_id).await?;
         if team.is_active == Some(false) {
-            return Err(ApiError::FailedPrecondition("team is archived".into()).into());
+            return Err(ApiError::precondition("TEAM_ARCHIVED", "team is archived").into());
         }
-        let user = crate::users::get(&mut tx, ctx.tenant_id, user_id).await?;
+        let user = crate::users::get(&mut tx, user_id).await?;
         let id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO core.team_members (id, tenant_id, team_id, user_id, team_role, joined_at, added_by_id) \
              VALUES ($1, $2, $3, $4, $5, now(), $6)",
         )
         .bind(id)
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(team_id)
         .bind(user_id)
         .bind(&role)
@@ -417,27 +392,26 @@ impl TeamService for Svc {
         .execute(&mut *tx)
         .await
         .map_err(|e| match ApiError::from(e) {
-            ApiError::AlreadyExists(_) => ApiError::AlreadyExists("the user is already a member of this team".into()),
+            ApiError::AlreadyExists { .. } => {
+                ApiError::already_exists("team member", "the user is already a member of this team")
+            }
             other => other,
         })?;
         let member: MemberRow = sqlx::query_as(&format!(
             "{MEMBER_SELECT} WHERE m.tenant_id = $1 AND m.id = $2"
         ))
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(id)
         .fetch_one(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        audit::record(
-            &mut tx,
-            &Actor::from(ctx),
-            AuditEntry::new("TEAM_MEMBER_ADDED", "team", team_id)
+        tx.commit(
+            AuditEntry::new(AuditAction::TeamMemberAdded, "team", team_id)
                 .title(&team.name)
                 .description(format!("{} added as {role}", user.email))
                 .new_values(json!({"user_id": user_id, "team_role": role})),
         )
         .await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(member.into_proto()))
     }
 
@@ -452,26 +426,23 @@ impl TeamService for Svc {
         let user_id = v.uuid("user_id", &req.user_id);
         v.finish()?;
         let mut tx = self.write_tx(ctx).await?;
-        let team = get_for_update(&mut tx, ctx.tenant_id, team_id).await?;
+        let team = get_for_update(&mut tx, team_id).await?;
         let removed: Option<String> = sqlx::query_scalar(
             "DELETE FROM core.team_members WHERE tenant_id = $1 AND team_id = $2 AND user_id = $3 RETURNING team_role",
         )
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(team_id)
         .bind(user_id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(ApiError::from)?;
         let role = removed.ok_or(ApiError::NotFound("team member"))?;
-        audit::record(
-            &mut tx,
-            &Actor::from(ctx),
-            AuditEntry::new("TEAM_MEMBER_REMOVED", "team", team_id)
+        tx.commit(
+            AuditEntry::new(AuditAction::TeamMemberRemoved, "team", team_id)
                 .title(&team.name)
                 .old(json!({"user_id": user_id, "team_role": role})),
         )
         .await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(RemoveTeamMemberResponse {}))
     }
 
@@ -485,14 +456,14 @@ impl TeamService for Svc {
         let team_id = v.uuid("team_id", &req.team_id);
         let page = Page::parse(req.page_size, &req.page_token, &req.team_id, &mut v);
         v.finish()?;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
-        get(&mut tx, ctx.tenant_id, team_id).await?;
+        let mut tx = self.db.read(ctx).await?;
+        get(&mut tx, team_id).await?;
         let mut rows: Vec<MemberRow> = sqlx::query_as(&format!(
             "{MEMBER_SELECT} WHERE m.tenant_id = $1 AND m.team_id = $2 \
                AND ($3::timestamptz IS NULL OR (m.joined_at, m.id) > ($3, $4)) \
              ORDER BY m.joined_at, m.id LIMIT $5"
         ))
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(team_id)
         .bind(page.after_time())
         .bind(page.after_id())
@@ -500,7 +471,6 @@ impl TeamService for Svc {
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        tx.commit().await.map_err(ApiError::from)?;
         let next_page_token = page.finish(&mut rows, |m| Cursor {
             time: m.joined_at.unwrap_or_default(),
             id: m.id,

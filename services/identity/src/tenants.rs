@@ -3,12 +3,9 @@
 //! creation is shared with `codeops tenant create`.
 
 use chrono::{DateTime, Utc};
-use codeops_platform::audit::{self, Actor, AuditEntry};
-use codeops_platform::convert::{
-    enum_from_db, etag, json_to_struct, opt_timestamp, struct_to_json,
-};
+use codeops_platform::convert::{enum_from_db, etag, json_to_struct, opt_timestamp};
 use codeops_platform::validate::{SHORT_TEXT, check_etag};
-use codeops_platform::{ApiError, Db, Tx, Violations};
+use codeops_platform::{Actor, ApiError, AuditAction, AuditEntry, Db, TenantTx, Violations};
 use codeops_proto::identity::tenant_service_server::TenantService;
 use codeops_proto::identity::{
     CancelTenantRequest, CreateTenantRequest, CreateTenantResponse, GetTenantRequest,
@@ -17,7 +14,6 @@ use codeops_proto::identity::{
 };
 use codeops_tenant::{OperatorContext, RequestExt, RequestMeta};
 use serde_json::{Value, json};
-use sqlx::PgConnection;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -98,18 +94,19 @@ impl TenantRow {
 const TENANT_SELECT: &str =
     "SELECT id, name, slug, logo_url, settings, status, created_at, updated_at FROM core.tenants";
 
-async fn get(conn: &mut PgConnection, id: Uuid) -> Result<TenantRow, ApiError> {
+/// The transaction's own tenant.
+async fn get(tx: &mut impl TenantTx) -> Result<TenantRow, ApiError> {
     sqlx::query_as(&format!("{TENANT_SELECT} WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
+        .bind(tx.tenant_id())
+        .fetch_optional(&mut **tx)
         .await?
         .ok_or(ApiError::NotFound("tenant"))
 }
 
-async fn get_for_update(conn: &mut PgConnection, id: Uuid) -> Result<TenantRow, ApiError> {
+async fn get_for_update(tx: &mut impl TenantTx) -> Result<TenantRow, ApiError> {
     sqlx::query_as(&format!("{TENANT_SELECT} WHERE id = $1 FOR UPDATE"))
-        .bind(id)
-        .fetch_optional(conn)
+        .bind(tx.tenant_id())
+        .fetch_optional(&mut **tx)
         .await?
         .ok_or(ApiError::NotFound("tenant"))
 }
@@ -174,14 +171,15 @@ fn merge_settings(
         );
     }
     if has("settings.custom") {
-        match given.custom.as_ref().map(struct_to_json).transpose() {
-            Ok(Some(custom)) => {
+        // Capped like every free-form field (MAX_JSON_BYTES).
+        match v.json_struct("tenant.settings.custom", given.custom.as_ref()) {
+            Some(custom) => {
+                let custom = serde_json::from_str(&custom).unwrap_or(Value::Null);
                 merged.insert("custom".into(), custom);
             }
-            Ok(None) => {
+            None => {
                 merged.remove("custom");
             }
-            Err(e) => v.add("tenant.settings.custom", format!("is not valid JSON: {e}")),
         }
     }
     Value::Object(merged)
@@ -241,7 +239,7 @@ pub async fn create_tenant(
     let owner_id = Uuid::now_v7();
     // The new tenant's id is the transaction's tenant, so row-level
     // security lets these inserts through and nothing else.
-    let mut tx = db.tenant_tx(tenant_id).await?;
+    let mut tx = db.write_as(Actor::operator(tenant_id, meta)).await?;
     sqlx::query(
         "INSERT INTO core.tenants (id, name, slug, logo_url, settings, status, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, 'ACTIVE', now(), now())",
@@ -254,7 +252,9 @@ pub async fn create_tenant(
     .execute(&mut *tx)
     .await
     .map_err(|e| match ApiError::from(e) {
-        ApiError::AlreadyExists(_) => ApiError::AlreadyExists("a tenant with this name or slug already exists".into()),
+        ApiError::AlreadyExists { .. } => {
+            ApiError::already_exists("tenant", "a tenant with this name or slug already exists")
+        }
         other => other,
     })?;
     sqlx::query(
@@ -270,26 +270,20 @@ pub async fn create_tenant(
     .bind(OWNER_ROLE_ID)
     .execute(&mut *tx)
     .await?;
-    let actor = Actor::operator(tenant_id, meta);
-    let tenant = get(&mut tx, tenant_id).await?;
-    audit::record(
-        &mut tx,
-        &actor,
-        AuditEntry::new("CREATE", "tenant", tenant_id)
+    let tenant = get(&mut tx).await?;
+    tx.audit(
+        AuditEntry::new(AuditAction::Create, "tenant", tenant_id)
             .title(&name)
             .new_values(tenant.audit_values()),
     )
     .await?;
-    let owner = users::get(&mut tx, tenant_id, owner_id).await?;
-    audit::record(
-        &mut tx,
-        &actor,
-        AuditEntry::new("USER_CREATED", "user", owner_id)
+    let owner = users::get(&mut tx, owner_id).await?;
+    tx.commit(
+        AuditEntry::new(AuditAction::UserCreated, "user", owner_id)
             .title(&email)
             .new_values(owner.audit_values()),
     )
     .await?;
-    tx.commit().await?;
     Ok(CreatedTenant {
         tenant: tenant.into_proto(),
         owner: owner.into_proto(),
@@ -311,13 +305,17 @@ impl Svc {
         let id = v.uuid("id", id);
         let reason = v.optional("reason", reason, SHORT_TEXT);
         v.finish()?;
-        let mut tx: Tx = self.db.tenant_tx(id).await?;
-        let before = get_for_update(&mut tx, id).await?;
+        let mut tx = self
+            .db
+            .write_as(Actor::operator(id, &operator.meta))
+            .await?;
+        let before = get_for_update(&mut tx).await?;
         let from = before.status.clone().unwrap_or_else(|| "ACTIVE".into());
         if !allowed_from.contains(&from.as_str()) {
-            return Err(ApiError::FailedPrecondition(format!(
-                "a {from} tenant cannot become {to}"
-            )));
+            return Err(ApiError::precondition(
+                "ILLEGAL_TRANSITION",
+                format!("a {from} tenant cannot become {to}"),
+            ));
         }
         sqlx::query(
             "UPDATE core.tenants SET status = $2, updated_at = clock_timestamp() WHERE id = $1",
@@ -333,17 +331,15 @@ impl Svc {
                 .execute(&mut *tx)
                 .await?;
         }
-        let after = get(&mut tx, id).await?;
-        let actor = Actor::operator(id, &operator.meta);
-        let mut entry = AuditEntry::new("STATUS_CHANGE", "tenant", id)
+        let after = get(&mut tx).await?;
+        let mut entry = AuditEntry::new(AuditAction::StatusChange, "tenant", id)
             .title(&after.name)
             .old(json!({"status": from}))
             .new_values(json!({"status": to}));
         if let Some(reason) = reason {
             entry = entry.description(reason);
         }
-        audit::record(&mut tx, &actor, entry).await?;
-        tx.commit().await?;
+        tx.commit(entry).await?;
         Ok(after.into_proto())
     }
 }
@@ -355,9 +351,8 @@ impl TenantService for Svc {
         request: Request<GetTenantRequest>,
     ) -> Result<Response<Tenant>, Status> {
         let ctx = request.tenant()?;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
-        let tenant = get(&mut tx, ctx.tenant_id).await?;
-        tx.commit().await.map_err(ApiError::from)?;
+        let mut tx = self.db.read(ctx).await?;
+        let tenant = get(&mut tx).await?;
         Ok(Response::new(tenant.into_proto()))
     }
 
@@ -390,7 +385,7 @@ impl TenantService for Svc {
         let touches_settings = paths.iter().any(|p| p.starts_with("settings"));
 
         let mut tx = self.write_tx(ctx).await?;
-        let before = get_for_update(&mut tx, ctx.tenant_id).await?;
+        let before = get_for_update(&mut tx).await?;
         let settings = touches_settings.then(|| {
             merge_settings(
                 &mut v,
@@ -407,7 +402,7 @@ impl TenantService for Svc {
                  settings = coalesce($5, settings), updated_at = clock_timestamp() \
              WHERE id = $1",
         )
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(name)
         .bind(logo_url.is_some())
         .bind(logo_url.flatten())
@@ -415,17 +410,14 @@ impl TenantService for Svc {
         .execute(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        let after = get(&mut tx, ctx.tenant_id).await?;
-        audit::record(
-            &mut tx,
-            &Actor::from(ctx),
-            AuditEntry::new("UPDATE", "tenant", ctx.tenant_id)
+        let after = get(&mut tx).await?;
+        tx.commit(
+            AuditEntry::new(AuditAction::Update, "tenant", ctx.tenant_id)
                 .title(&after.name)
                 .old(before.audit_values())
                 .new_values(after.audit_values()),
         )
         .await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(after.into_proto()))
     }
 

@@ -1,10 +1,9 @@
 //! UserService, and the user queries login shares.
 
 use chrono::{DateTime, Utc};
-use codeops_platform::audit::{self, Actor, AuditEntry};
 use codeops_platform::convert::{etag, id_string, opt_timestamp};
 use codeops_platform::validate::{SHORT_TEXT, check_etag, contains_pattern};
-use codeops_platform::{ApiError, Cursor, Page, Tx, Violations};
+use codeops_platform::{ApiError, AuditAction, AuditEntry, Cursor, Page, TenantTx, Violations};
 use codeops_proto::identity::user_service_server::UserService;
 use codeops_proto::identity::{
     AssignRoleRequest, CreateUserRequest, DeactivateUserRequest, GetUserRequest, ListUsersRequest,
@@ -12,7 +11,6 @@ use codeops_proto::identity::{
 };
 use codeops_tenant::{Permission, PermissionSet, RequestExt, TenantContext, permission_denied};
 use serde_json::json;
-use sqlx::PgConnection;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -110,68 +108,59 @@ impl UserRow {
 }
 
 pub(crate) async fn find_by_id(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
+    tx: &mut impl TenantTx,
     id: Uuid,
 ) -> Result<Option<UserRow>, ApiError> {
     Ok(sqlx::query_as(&format!(
         "{USER_SELECT} WHERE u.tenant_id = $1 AND u.id = $2"
     ))
-    .bind(tenant_id)
+    .bind(tx.tenant_id())
     .bind(id)
-    .fetch_optional(conn)
+    .fetch_optional(&mut **tx)
     .await?)
 }
 
 pub(crate) async fn find_by_email(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
+    tx: &mut impl TenantTx,
     email: &str,
 ) -> Result<Option<UserRow>, ApiError> {
     Ok(sqlx::query_as(&format!(
         "{USER_SELECT} WHERE u.tenant_id = $1 AND u.email = $2"
     ))
-    .bind(tenant_id)
+    .bind(tx.tenant_id())
     .bind(email)
-    .fetch_optional(conn)
+    .fetch_optional(&mut **tx)
     .await?)
 }
 
 /// A user of the caller's tenant, or NOT_FOUND (also for other tenants' ids).
-pub(crate) async fn get(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    id: Uuid,
-) -> Result<UserRow, ApiError> {
-    find_by_id(conn, tenant_id, id)
-        .await?
-        .ok_or(ApiError::NotFound("user"))
+pub(crate) async fn get(tx: &mut impl TenantTx, id: Uuid) -> Result<UserRow, ApiError> {
+    find_by_id(tx, id).await?.ok_or(ApiError::NotFound("user"))
 }
 
 /// Locks the row for the rest of the transaction, then reads it.
-async fn get_for_update(tx: &mut Tx, tenant_id: Uuid, id: Uuid) -> Result<UserRow, ApiError> {
+async fn get_for_update(tx: &mut impl TenantTx, id: Uuid) -> Result<UserRow, ApiError> {
     sqlx::query("SELECT 1 FROM core.users WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
-        .bind(tenant_id)
+        .bind(tx.tenant_id())
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?
         .ok_or(ApiError::NotFound("user"))?;
-    get(tx, tenant_id, id).await
+    get(tx, id).await
 }
 
 /// Revokes every live refresh token of a user; returns how many.
 pub(crate) async fn revoke_sessions(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
+    tx: &mut impl TenantTx,
     user_id: Uuid,
 ) -> Result<u64, ApiError> {
     Ok(sqlx::query(
         "UPDATE core.refresh_tokens SET revoked_at = now() \
          WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL",
     )
-    .bind(tenant_id)
+    .bind(tx.tenant_id())
     .bind(user_id)
-    .execute(conn)
+    .execute(&mut **tx)
     .await?
     .rows_affected())
 }
@@ -193,17 +182,16 @@ pub(crate) fn ensure_can_grant(
 /// otherwise the field is invalid (the same answer for another tenant's user
 /// as for no user at all).
 pub(crate) async fn ensure_user_in_tenant(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
+    tx: &mut impl TenantTx,
     user_id: Uuid,
     field: &str,
 ) -> Result<(), ApiError> {
     let exists: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM core.users WHERE tenant_id = $1 AND id = $2)",
     )
-    .bind(tenant_id)
+    .bind(tx.tenant_id())
     .bind(user_id)
-    .fetch_one(conn)
+    .fetch_one(&mut **tx)
     .await?;
     if exists {
         Ok(())
@@ -215,19 +203,19 @@ pub(crate) async fn ensure_user_in_tenant(
 /// A manager must be in the caller's tenant (the composite key enforces
 /// it too) and must not be the user or one of the user's reports.
 async fn check_manager(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
+    tx: &mut impl TenantTx,
     user_id: Uuid,
     manager_id: Uuid,
 ) -> Result<(), ApiError> {
-    ensure_user_in_tenant(&mut *conn, tenant_id, manager_id, "user.manager_id").await?;
+    ensure_user_in_tenant(tx, manager_id, "user.manager_id").await?;
+    let tenant_id = tx.tenant_id();
     // Two concurrent manager changes could each pass the cycle check and
     // together close a loop: they take turns per tenant.
     sqlx::query(
         "SELECT pg_advisory_xact_lock(hashtextextended('codeops.managers:' || $1::text, 0))",
     )
     .bind(tenant_id)
-    .execute(&mut *conn)
+    .execute(&mut **tx)
     .await?;
     let cycle: bool = sqlx::query_scalar(
         "WITH RECURSIVE chain(id, depth) AS ( \
@@ -240,11 +228,12 @@ async fn check_manager(
     .bind(tenant_id)
     .bind(manager_id)
     .bind(user_id)
-    .fetch_one(&mut *conn)
+    .fetch_one(&mut **tx)
     .await?;
     if cycle {
-        return Err(ApiError::FailedPrecondition(
-            "manager_id would make a management cycle".into(),
+        return Err(ApiError::precondition(
+            "MANAGEMENT_CYCLE",
+            "manager_id would make a management cycle",
         ));
     }
     Ok(())
@@ -274,12 +263,12 @@ impl UserService for Svc {
         let password_hash = self.passwords.hash(req.password.clone()).await?;
 
         let mut tx = self.write_tx(ctx).await?;
-        let role = load_visible_role(&mut tx, ctx.tenant_id, role_id)
+        let role = load_visible_role(&mut tx, role_id)
             .await?
             .ok_or_else(|| ApiError::field("user.role_id", "no such role"))?;
         ensure_can_grant(ctx, role.permission_set())?;
         if let Some(manager_id) = manager_id {
-            check_manager(&mut tx, ctx.tenant_id, Uuid::nil(), manager_id).await?;
+            check_manager(&mut tx, Uuid::nil(), manager_id).await?;
         }
         let id = Uuid::now_v7();
         sqlx::query(
@@ -288,7 +277,7 @@ impl UserService for Svc {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, now(), now())",
         )
         .bind(id)
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(&email)
         .bind(&password_hash)
         .bind(&first_name)
@@ -301,16 +290,13 @@ impl UserService for Svc {
         .execute(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        let created = get(&mut tx, ctx.tenant_id, id).await?;
-        audit::record(
-            &mut tx,
-            &Actor::from(ctx),
-            AuditEntry::new("USER_CREATED", "user", id)
+        let created = get(&mut tx, id).await?;
+        tx.commit(
+            AuditEntry::new(AuditAction::UserCreated, "user", id)
                 .title(&created.email)
                 .new_values(created.audit_values()),
         )
         .await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(created.into_proto()))
     }
 
@@ -319,9 +305,8 @@ impl UserService for Svc {
         let mut v = Violations::new();
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
-        let user = get(&mut tx, ctx.tenant_id, id).await?;
-        tx.commit().await.map_err(ApiError::from)?;
+        let mut tx = self.db.read(ctx).await?;
+        let user = get(&mut tx, id).await?;
         Ok(Response::new(user.into_proto()))
     }
 
@@ -340,7 +325,7 @@ impl UserService for Svc {
         v.finish()?;
         let pattern = query.as_deref().map(contains_pattern);
 
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.db.read(ctx).await?;
         let mut rows: Vec<UserRow> = sqlx::query_as(&format!(
             "{USER_SELECT} WHERE u.tenant_id = $1 \
                AND ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM core.team_members m \
@@ -351,7 +336,7 @@ impl UserService for Svc {
                AND ($6::timestamptz IS NULL OR (u.created_at, u.id) > ($6, $7)) \
              ORDER BY u.created_at, u.id LIMIT $8"
         ))
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(team_id)
         .bind(role_id)
         .bind(req.is_active)
@@ -362,7 +347,7 @@ impl UserService for Svc {
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        tx.commit().await.map_err(ApiError::from)?;
+        drop(tx);
         let next_page_token = page.finish(&mut rows, UserRow::cursor);
         Ok(Response::new(ListUsersResponse {
             users: rows.into_iter().map(UserRow::into_proto).collect(),
@@ -405,10 +390,10 @@ impl UserService for Svc {
         v.finish()?;
 
         let mut tx = self.write_tx(ctx).await?;
-        let before = get_for_update(&mut tx, ctx.tenant_id, id).await?;
+        let before = get_for_update(&mut tx, id).await?;
         check_etag(&user.etag, &etag(before.updated_at))?;
         if let Some(Some(manager_id)) = manager_id {
-            check_manager(&mut tx, ctx.tenant_id, id, manager_id).await?;
+            check_manager(&mut tx, id, manager_id).await?;
         }
         sqlx::query(
             "UPDATE core.users SET \
@@ -421,7 +406,7 @@ impl UserService for Svc {
                  updated_at = clock_timestamp() \
              WHERE tenant_id = $1 AND id = $2",
         )
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(id)
         .bind(first_name.is_some())
         .bind(first_name.unwrap_or_default())
@@ -438,17 +423,14 @@ impl UserService for Svc {
         .execute(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        let after = get(&mut tx, ctx.tenant_id, id).await?;
-        audit::record(
-            &mut tx,
-            &Actor::from(ctx),
-            AuditEntry::new("UPDATE", "user", id)
+        let after = get(&mut tx, id).await?;
+        tx.commit(
+            AuditEntry::new(AuditAction::Update, "user", id)
                 .title(&after.email)
                 .old(before.audit_values())
                 .new_values(after.audit_values()),
         )
         .await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(after.into_proto()))
     }
 
@@ -461,37 +443,40 @@ impl UserService for Svc {
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
         if id == ctx.user_id {
-            return Err(
-                ApiError::FailedPrecondition("you cannot deactivate yourself".into()).into(),
-            );
+            return Err(ApiError::precondition(
+                "SELF_DEACTIVATION",
+                "you cannot deactivate yourself",
+            )
+            .into());
         }
         let mut tx = self.write_tx(ctx).await?;
-        let before = get_for_update(&mut tx, ctx.tenant_id, id).await?;
+        let before = get_for_update(&mut tx, id).await?;
         // Deactivating is the strongest demotion: only someone holding
         // everything the user holds may do it.
         ensure_can_grant(ctx, before.permission_set())?;
         if !before.active() {
-            return Err(ApiError::FailedPrecondition("user is already deactivated".into()).into());
+            return Err(ApiError::precondition(
+                "ALREADY_DEACTIVATED",
+                "user is already deactivated",
+            )
+            .into());
         }
         sqlx::query("UPDATE core.users SET is_active = false, updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2")
-            .bind(ctx.tenant_id)
+            .bind(tx.tenant_id())
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(ApiError::from)?;
-        let revoked = revoke_sessions(&mut tx, ctx.tenant_id, id).await?;
-        let after = get(&mut tx, ctx.tenant_id, id).await?;
-        audit::record(
-            &mut tx,
-            &Actor::from(ctx),
-            AuditEntry::new("USER_DEACTIVATED", "user", id)
+        let revoked = revoke_sessions(&mut tx, id).await?;
+        let after = get(&mut tx, id).await?;
+        tx.commit(
+            AuditEntry::new(AuditAction::UserDeactivated, "user", id)
                 .title(&after.email)
                 .description(format!("{revoked} session(s) revoked"))
                 .old(json!({"is_active": true}))
                 .new_values(json!({"is_active": false})),
         )
         .await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(after.into_proto()))
     }
 
@@ -506,8 +491,8 @@ impl UserService for Svc {
         let role_id = v.uuid("role_id", &req.role_id);
         v.finish()?;
         let mut tx = self.write_tx(ctx).await?;
-        let before = get_for_update(&mut tx, ctx.tenant_id, user_id).await?;
-        let role = load_visible_role(&mut tx, ctx.tenant_id, role_id)
+        let before = get_for_update(&mut tx, user_id).await?;
+        let role = load_visible_role(&mut tx, role_id)
             .await?
             .ok_or_else(|| ApiError::field("role_id", "no such role"))?;
         ensure_can_grant(ctx, role.permission_set())?;
@@ -515,23 +500,20 @@ impl UserService for Svc {
         // everything the user held, or they could demote a superior.
         ensure_can_grant(ctx, before.permission_set())?;
         sqlx::query("UPDATE core.users SET role_id = $3, updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2")
-            .bind(ctx.tenant_id)
+            .bind(tx.tenant_id())
             .bind(user_id)
             .bind(role_id)
             .execute(&mut *tx)
             .await
             .map_err(ApiError::from)?;
-        let after = get(&mut tx, ctx.tenant_id, user_id).await?;
-        audit::record(
-            &mut tx,
-            &Actor::from(ctx),
-            AuditEntry::new("ROLE_ASSIGNED", "user", user_id)
+        let after = get(&mut tx, user_id).await?;
+        tx.commit(
+            AuditEntry::new(AuditAction::RoleAssigned, "user", user_id)
                 .title(&after.email)
                 .old(json!({"role_id": before.role_id, "role": before.role_code}))
                 .new_values(json!({"role_id": after.role_id, "role": after.role_code})),
         )
         .await?;
-        tx.commit().await.map_err(ApiError::from)?;
         Ok(Response::new(after.into_proto()))
     }
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use codeops_platform::convert::{
     enum_from_db, enum_to_db, etag, id_string, opt_timestamp, timestamp,
 };
-use codeops_platform::{ApiError, Cursor, Db, Page, Violations};
+use codeops_platform::{ApiError, Cursor, Db, Page, TenantTx, Violations};
 use codeops_proto::planning::outcome_service_server::OutcomeService;
 use codeops_proto::planning::{
     GetOutcomeRequest, ListOutcomesRequest, ListOutcomesResponse, Outcome, OutcomePriority,
@@ -99,16 +99,15 @@ impl OutcomeService for Outcomes {
         let mut v = Violations::new();
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.db.read(ctx).await?;
         let row: Option<OutcomeRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM core.outcomes WHERE tenant_id = $1 AND id = $2"
         ))
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        tx.commit().await.map_err(ApiError::from)?;
         let row = row.ok_or(ApiError::NotFound("outcome"))?;
         Ok(Response::new(row.into_proto()))
     }
@@ -132,7 +131,7 @@ impl OutcomeService for Outcomes {
         let page = Page::parse(req.page_size, &req.page_token, &filters, &mut v);
         v.finish()?;
 
-        let mut tx = self.db.tenant_tx(ctx.tenant_id).await?;
+        let mut tx = self.db.read(ctx).await?;
         let mut rows: Vec<OutcomeRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM core.outcomes \
              WHERE tenant_id = $1 \
@@ -142,7 +141,7 @@ impl OutcomeService for Outcomes {
                AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6)) \
              ORDER BY created_at DESC, id DESC LIMIT $7"
         ))
-        .bind(ctx.tenant_id)
+        .bind(tx.tenant_id())
         .bind(status)
         .bind(team_id)
         .bind(owner_id)
@@ -152,7 +151,6 @@ impl OutcomeService for Outcomes {
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        tx.commit().await.map_err(ApiError::from)?;
         let next_page_token = page.finish(&mut rows, OutcomeRow::cursor);
         Ok(Response::new(ListOutcomesResponse {
             outcomes: rows.into_iter().map(OutcomeRow::into_proto).collect(),

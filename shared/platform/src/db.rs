@@ -1,26 +1,52 @@
-//! The connection pool and the one way to reach tenant data: a transaction
-//! with the tenant set for row-level security.
+//! The connection pool and the only ways to reach tenant data: a read or a
+//! write transaction that carries its tenant and its actor, opened from the
+//! caller's [`TenantContext`] or from a named system [`Actor`].
+//!
+//! Round trips are the cost that matters. A pooled connection is handed out
+//! without sqlx's liveness ping; `BEGIN` and the tenant setting share one
+//! round trip; a read never waits for its end (dropping a [`ReadTx`] queues
+//! the `ROLLBACK`, which goes out when the pool takes the connection back).
+//! A read therefore costs two round trips, a write one more per statement
+//! plus its `COMMIT`.
 
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
+use codeops_tenant::TenantContext;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::audit::{self, Actor, AuditEntry};
+use crate::error::ApiResult;
 
-/// The unprivileged role the migrations create for the services' queries.
-pub const APP_ROLE: &str = "codeops_app";
+/// The services, each with its own database role (migrations create them):
+/// a service's role is granted its own tables plus appending to
+/// `audit_logs`, nothing else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceRole {
+    Identity,
+    Planning,
+    Decision,
+}
 
-pub type Tx = Transaction<'static, Postgres>;
+impl ServiceRole {
+    pub fn role_name(self) -> &'static str {
+        match self {
+            ServiceRole::Identity => "codeops_identity",
+            ServiceRole::Planning => "codeops_planning",
+            ServiceRole::Decision => "codeops_decision",
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct DbOptions {
     pub url: String,
     pub max_connections: u32,
-    /// Role to `SET ROLE` to on every new connection; `None` when the
-    /// login role already is the unprivileged one.
-    pub app_role: Option<String>,
+    /// `SET ROLE` to the service's role on every new connection. Off when
+    /// each service logs in with its own unprivileged role already.
+    pub set_role: bool,
     pub acquire_timeout: Duration,
 }
 
@@ -29,7 +55,7 @@ impl DbOptions {
         Self {
             url: url.into(),
             max_connections: 16,
-            app_role: Some(APP_ROLE.to_owned()),
+            set_role: true,
             acquire_timeout: Duration::from_secs(5),
         }
     }
@@ -48,15 +74,25 @@ pub enum DbError {
     Privileged(String),
 }
 
+/// Sizes of a pool, for the metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: usize,
+    pub max: u32,
+}
+
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
+    max_connections: u32,
 }
 
 impl Db {
-    /// Connects, takes the unprivileged role on every connection and checks
-    /// that row-level security really applies to it.
-    pub async fn connect(options: &DbOptions) -> Result<Db, DbError> {
+    /// Connects as `role` (with `SET ROLE` on every connection unless the
+    /// options say the login role already is the service's) and checks that
+    /// row-level security really applies to it.
+    pub async fn connect(options: &DbOptions, role: ServiceRole) -> Result<Db, DbError> {
         let connect: PgConnectOptions = options.url.parse().map_err(DbError::BadUrl)?;
         let target = format!("{}:{}", connect.get_host(), connect.get_port());
         // One direct connection first: a pool retries until its acquire
@@ -70,16 +106,20 @@ impl Db {
             .close()
             .await
             .ok();
-        let role = options.app_role.clone();
+        let set_role = options
+            .set_role
+            .then(|| format!("SET ROLE {}", role.role_name()));
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            // No ping when a connection leaves the pool: it would add a round
+            // trip to every call. The pool pings on release instead, after
+            // the answer has gone out, and drops connections that fail.
+            .test_before_acquire(false)
             .after_connect(move |conn, _meta| {
-                let role = role.clone();
+                let set_role = set_role.clone();
                 Box::pin(async move {
-                    if let Some(role) = role {
-                        // The role name is configuration, quoted as an identifier.
-                        let sql = format!("SET ROLE \"{}\"", role.replace('"', "\"\""));
+                    if let Some(sql) = set_role {
                         conn.execute(sql.as_str()).await?;
                     }
                     Ok(())
@@ -88,13 +128,12 @@ impl Db {
             .connect_with(connect)
             .await
             .map_err(|source| DbError::Connect { target, source })?;
-        let db = Db { pool };
+        let db = Db {
+            pool,
+            max_connections: options.max_connections,
+        };
         db.check_unprivileged().await?;
         Ok(db)
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 
     async fn check_unprivileged(&self) -> Result<(), DbError> {
@@ -115,24 +154,70 @@ impl Db {
         Ok(())
     }
 
-    /// A transaction scoped to one tenant. `BEGIN` and the tenant setting go
-    /// in one round trip; the setting is transaction-local, so it never
-    /// outlives the transaction on a pooled connection.
-    pub async fn tenant_tx(&self, tenant_id: Uuid) -> Result<Tx, ApiError> {
-        // A formatted UUID is only hex digits and dashes: safe to inline,
-        // and inlining lets both statements share one simple-query trip.
-        let begin = format!("BEGIN; SELECT set_config('app.tenant_id', '{tenant_id}', true)");
-        Ok(self.pool.begin_with(begin).await?)
+    /// A read-only transaction in the caller's tenant.
+    pub async fn read(&self, ctx: &TenantContext) -> ApiResult<ReadTx> {
+        self.read_in(ctx.tenant_id).await
     }
 
-    /// A transaction with no tenant: row-level security shows it no tenant
-    /// rows. For the few narrow cross-tenant paths (login by slug).
-    pub async fn untenanted_tx(&self) -> Result<Tx, ApiError> {
-        Ok(self.pool.begin().await?)
+    /// A read-only transaction on behalf of a system actor (login, the
+    /// operator, the SLA sweeper) in the actor's tenant.
+    pub async fn read_as(&self, actor: &Actor) -> ApiResult<ReadTx> {
+        self.read_in(actor.tenant_id()).await
+    }
+
+    async fn read_in(&self, tenant_id: Uuid) -> ApiResult<ReadTx> {
+        let tx = self.begin(tenant_id, "BEGIN READ ONLY").await?;
+        Ok(ReadTx { tx, tenant_id })
+    }
+
+    /// A write transaction by the caller; it commits only together with an
+    /// audit entry (see [`WriteTx::commit`]).
+    pub async fn write(&self, ctx: &TenantContext) -> ApiResult<WriteTx> {
+        self.write_as(Actor::user(ctx)).await
+    }
+
+    /// A write transaction by a system actor, in the actor's tenant.
+    pub async fn write_as(&self, actor: Actor) -> ApiResult<WriteTx> {
+        let tx = self.begin(actor.tenant_id(), "BEGIN").await?;
+        Ok(WriteTx { tx, actor })
+    }
+
+    async fn begin(
+        &self,
+        tenant_id: Uuid,
+        begin: &str,
+    ) -> ApiResult<Transaction<'static, Postgres>> {
+        // A formatted UUID is only hex digits and dashes: safe to inline,
+        // and inlining lets both statements share one simple-query round
+        // trip. The setting is transaction-local, so it never outlives the
+        // transaction on a pooled connection.
+        let sql = format!("{begin}; SELECT set_config('app.tenant_id', '{tenant_id}', true)");
+        Ok(self.pool.begin_with(sql).await?)
+    }
+
+    /// The one query that runs with no tenant: resolving a tenant slug at
+    /// login, through the narrow `core.tenant_for_login` function (id and
+    /// status of one slug, nothing else). Row-level security shows this
+    /// statement no tenant rows otherwise.
+    pub async fn tenant_for_login(&self, slug: &str) -> ApiResult<Option<(Uuid, Option<String>)>> {
+        Ok(
+            sqlx::query_as("SELECT id, status FROM core.tenant_for_login($1)")
+                .bind(slug)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: self.pool.num_idle(),
+            max: self.max_connections,
+        }
     }
 
     pub async fn close(&self) {
@@ -140,11 +225,99 @@ impl Db {
     }
 }
 
-/// Sets the tenant of an open transaction (after login has resolved it).
-pub async fn set_tenant(tx: &mut Tx, tenant_id: Uuid) -> Result<(), ApiError> {
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-        .bind(tenant_id.to_string())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+/// A read-only transaction scoped to one tenant. Dropping it ends it; there
+/// is nothing to commit and no reason to wait for the server to say so.
+pub struct ReadTx {
+    tx: Transaction<'static, Postgres>,
+    tenant_id: Uuid,
+}
+
+impl Deref for ReadTx {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for ReadTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// A write transaction scoped to its actor's tenant. It has no plain
+/// `commit`: [`WriteTx::commit`] takes the audit entry of the change, so a
+/// change cannot be committed without its audit row; the rare write that
+/// records nothing says why with [`WriteTx::commit_unaudited`]. Dropped
+/// without committing, it rolls back.
+pub struct WriteTx {
+    tx: Transaction<'static, Postgres>,
+    actor: Actor,
+}
+
+impl WriteTx {
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// Names the user a login or refresh transaction ([`Actor::login`])
+    /// authenticated, so its audit rows say who it was.
+    pub fn authenticated(&mut self, user_id: Uuid, name: String, email: String) {
+        self.actor.set_user(user_id, name, email);
+    }
+
+    /// Records an audit entry now, for a write with several of them; the
+    /// last one goes to [`WriteTx::commit`].
+    pub async fn audit(&mut self, entry: AuditEntry<'_>) -> ApiResult<()> {
+        audit::record(&mut self.tx, &self.actor, entry).await
+    }
+
+    /// Records the change's audit entry and commits both at once.
+    pub async fn commit(mut self, entry: AuditEntry<'_>) -> ApiResult<()> {
+        audit::record(&mut self.tx, &self.actor, entry).await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Commits a write that records no audit entry, saying why (for
+    /// bookkeeping that is not a change of the tenant's data, such as the
+    /// last-login time). The reason is logged at debug level.
+    pub async fn commit_unaudited(self, why: &'static str) -> ApiResult<()> {
+        tracing::debug!(why, "write committed without an audit entry");
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// A transaction that knows its tenant: what the services' SQL functions
+/// take, so they never take a tenant id of their own.
+pub trait TenantTx: DerefMut<Target = PgConnection> + Send {
+    fn tenant_id(&self) -> Uuid;
+}
+
+impl TenantTx for ReadTx {
+    fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+}
+
+impl TenantTx for WriteTx {
+    fn tenant_id(&self) -> Uuid {
+        self.actor.tenant_id()
+    }
 }

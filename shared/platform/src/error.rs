@@ -1,27 +1,84 @@
-//! The one error type of the services and its one mapping to `Status`:
-//! codes are chosen here, internal causes are logged here (inside the RPC
-//! span, so with the request id) and never sent to the client.
+//! The one error type of the services and its one mapping to `Status`
+//! (AIP-193): codes and reasons are chosen here, every status carries a
+//! `google.rpc.ErrorInfo` (stable UPPER_SNAKE reason, domain `codeops`) plus
+//! the detail that fits its class, internal causes are logged here (inside
+//! the RPC span, so with the request id) and never sent to the client.
+//! README "Errors" lists the reasons.
+
+use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
+/// `ErrorInfo.domain` of every CodeOps error.
+pub const DOMAIN: &str = "codeops";
+
+/// At most this many field violations go back to a client: a request with
+/// 20,000 bad values must not produce a trailer no client accepts.
+pub const MAX_FIELD_VIOLATIONS: usize = 50;
+
+/// How long a client should wait before retrying while the database is
+/// unreachable.
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
+
+/// A stable reason with its client-facing message, for errors whose text
+/// is fixed (`ApiError::Unauthenticated(BAD_CREDENTIALS)`).
+#[derive(Clone, Copy, Debug)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: &'static str,
+}
+
+impl Problem {
+    pub const fn new(reason: &'static str, message: &'static str) -> Self {
+        Self { reason, message }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// Bad input: `FIELD_VIOLATIONS` with a `BadRequest`.
     #[error("invalid argument")]
     InvalidArgument(Vec<FieldViolation>),
+    /// No such resource in the caller's tenant: `RESOURCE_NOT_FOUND` with a
+    /// `ResourceInfo` naming its type.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// A unique clash: `RESOURCE_ALREADY_EXISTS` with a `ResourceInfo`.
+    #[error("{message}")]
+    AlreadyExists {
+        resource: &'static str,
+        message: String,
+    },
+    /// The resource's state forbids the call (illegal transition, last owner).
+    #[error("{message}")]
+    FailedPrecondition {
+        reason: &'static str,
+        message: String,
+    },
+    /// A stale etag or a concurrent update: read again and retry.
+    #[error("{message}")]
+    Aborted {
+        reason: &'static str,
+        message: String,
+    },
     #[error("{0}")]
-    AlreadyExists(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{0}")]
-    Aborted(String),
-    #[error("{0}")]
-    Unauthenticated(&'static str),
-    #[error("{0}")]
-    ResourceExhausted(String),
-    /// A status built elsewhere (permission checks), passed through as is.
+    Unauthenticated(Problem),
+    /// Throttled; `retry_after` becomes a `RetryInfo`.
+    #[error("{message}")]
+    ResourceExhausted {
+        reason: &'static str,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// A status built elsewhere with its own details (permission checks),
+    /// passed through as is.
     #[error("{0}")]
     Status(#[from] Status),
     #[error("database unavailable")]
@@ -40,40 +97,84 @@ impl ApiError {
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
         ApiError::Internal(err.into())
     }
+
+    pub fn precondition(reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError::FailedPrecondition {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn already_exists(resource: &'static str, message: impl Into<String>) -> Self {
+        ApiError::AlreadyExists {
+            resource,
+            message: message.into(),
+        }
+    }
+
+    /// The etag a client sent is not the resource's current one.
+    pub fn stale_etag() -> Self {
+        ApiError::Aborted {
+            reason: "ETAG_MISMATCH",
+            message: "the resource changed since it was read (stale etag); read it again and retry"
+                .into(),
+        }
+    }
+
+    pub fn throttled(
+        reason: &'static str,
+        message: impl Into<String>,
+        retry_after: Duration,
+    ) -> Self {
+        ApiError::ResourceExhausted {
+            reason,
+            message: message.into(),
+            retry_after: Some(retry_after),
+        }
+    }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         match &err {
             sqlx::Error::RowNotFound => ApiError::NotFound("resource"),
-            sqlx::Error::Database(db) => match db.code().as_deref() {
-                // unique_violation
-                Some("23505") => ApiError::AlreadyExists(unique_message(db.constraint())),
-                // foreign_key_violation: an id that does not exist in the
-                // caller's tenant (composite keys make both the same case).
-                Some("23503") => ApiError::field(
-                    constraint_field(db.constraint()),
-                    "refers to a record that does not exist",
-                ),
-                // check_violation, not_null_violation, and every data exception
-                // (class 22: too long, bad text, out of range)
-                Some(code) if code == "23514" || code == "23502" || code.starts_with("22") => {
-                    ApiError::field(constraint_field(db.constraint()), "value is not allowed")
+            sqlx::Error::Database(db) => {
+                let field = || constraint_field(db.table(), db.constraint());
+                match db.code().as_deref() {
+                    // unique_violation
+                    Some("23505") => {
+                        let field = field();
+                        ApiError::AlreadyExists {
+                            resource: "resource",
+                            message: format!("{} is already taken", field.replace('_', " ")),
+                        }
+                    }
+                    // foreign_key_violation: an id that does not exist in the
+                    // caller's tenant (composite keys make both the same case).
+                    Some("23503") => {
+                        ApiError::field(field(), "refers to a record that does not exist")
+                    }
+                    // check_violation, not_null_violation, and every data
+                    // exception (class 22: too long, bad text, out of range)
+                    Some(code) if code == "23514" || code == "23502" || code.starts_with("22") => {
+                        ApiError::field(field(), "value is not allowed")
+                    }
+                    // serialization_failure, deadlock_detected
+                    Some("40001") | Some("40P01") => ApiError::Aborted {
+                        reason: "CONCURRENT_UPDATE",
+                        message: "concurrent update, retry the request".into(),
+                    },
+                    // connection and resource classes: the database is not usable now
+                    Some(code)
+                        if code.starts_with("08")
+                            || code.starts_with("53")
+                            || code.starts_with("57P") =>
+                    {
+                        ApiError::Unavailable(err)
+                    }
+                    _ => ApiError::Internal(err.into()),
                 }
-                // serialization_failure, deadlock_detected
-                Some("40001") | Some("40P01") => {
-                    ApiError::Aborted("concurrent update, retry the request".into())
-                }
-                // connection and resource classes: the database is not usable now
-                Some(code)
-                    if code.starts_with("08")
-                        || code.starts_with("53")
-                        || code.starts_with("57P") =>
-                {
-                    ApiError::Unavailable(err)
-                }
-                _ => ApiError::Internal(err.into()),
-            },
+            }
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
@@ -84,13 +185,14 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-/// Constraint names follow `<table>_<column(s)>_<suffix>`; the column part
-/// is the field the client got wrong.
-fn constraint_field(constraint: Option<&str>) -> String {
+/// The field a constraint is about. Constraints are named
+/// `<table>_<column(s)>_<suffix>` (PostgreSQL's own default), and
+/// PostgreSQL reports the table with the error, so no table list is kept
+/// here. Foreign keys are named for the referencing column without `_id`.
+fn constraint_field(table: Option<&str>, constraint: Option<&str>) -> String {
     let Some(name) = constraint else {
         return "request".into();
     };
-    // Foreign keys are named for the referencing column without its `_id`.
     let (trimmed, is_fkey) = match name.strip_suffix("_fkey") {
         Some(rest) => (rest, true),
         None => (
@@ -101,69 +203,119 @@ fn constraint_field(constraint: Option<&str>) -> String {
             false,
         ),
     };
-    for table in [
-        "team_members_",
-        "decision_comments_",
-        "refresh_tokens_",
-        "role_permissions_",
-        "tenants_",
-        "roles_",
-        "users_",
-        "teams_",
-        "outcomes_",
-        "hypotheses_",
-        "decisions_",
-        "stakeholders_",
-        "audit_logs_",
-    ] {
-        if let Some(rest) = trimmed.strip_prefix(table) {
-            let column = rest.trim_start_matches("tenant_id_");
-            return if is_fkey && !column.ends_with("_id") && column != "tenant" {
-                format!("{column}_id")
-            } else {
-                column.to_owned()
-            };
-        }
+    let column = table
+        .and_then(|table| trimmed.strip_prefix(table))
+        .and_then(|rest| rest.strip_prefix('_'))
+        .unwrap_or(trimmed);
+    let column = column.strip_prefix("tenant_id_").unwrap_or(column);
+    if is_fkey && !column.ends_with("_id") && column != "tenant" {
+        format!("{column}_id")
+    } else {
+        column.to_owned()
     }
-    trimmed.to_owned()
 }
 
-fn unique_message(constraint: Option<&str>) -> String {
-    format!(
-        "{} is already taken",
-        constraint_field(constraint).replace('_', " ")
-    )
+fn status(
+    code: Code,
+    message: impl Into<String>,
+    mut details: ErrorDetails,
+    reason: &str,
+) -> Status {
+    details.set_error_info(reason, DOMAIN, std::collections::HashMap::new());
+    Status::with_error_details(code, message, details)
 }
 
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
         match err {
-            ApiError::InvalidArgument(violations) => {
+            ApiError::InvalidArgument(mut violations) => {
+                let total = violations.len();
+                if total > MAX_FIELD_VIOLATIONS {
+                    violations.truncate(MAX_FIELD_VIOLATIONS);
+                    violations.push(FieldViolation::new(
+                        "request",
+                        format!("{} more violations left out", total - MAX_FIELD_VIOLATIONS),
+                    ));
+                }
                 let summary = violations
                     .iter()
+                    .take(5)
                     .map(|v| format!("{}: {}", v.field, v.description))
                     .collect::<Vec<_>>()
                     .join("; ");
-                Status::with_error_details(
+                let more = if total > 5 {
+                    format!(" (and {} more)", total - 5)
+                } else {
+                    String::new()
+                };
+                status(
                     Code::InvalidArgument,
-                    format!("invalid argument: {summary}"),
+                    format!("invalid argument: {summary}{more}"),
                     ErrorDetails::with_bad_request(violations),
+                    "FIELD_VIOLATIONS",
                 )
             }
-            ApiError::NotFound(what) => Status::not_found(format!("{what} not found")),
-            ApiError::AlreadyExists(msg) => Status::already_exists(msg),
-            ApiError::FailedPrecondition(msg) => Status::failed_precondition(msg),
-            ApiError::Aborted(msg) => Status::aborted(msg),
-            ApiError::Unauthenticated(msg) => Status::unauthenticated(msg),
-            ApiError::ResourceExhausted(msg) => Status::resource_exhausted(msg),
+            ApiError::NotFound(what) => status(
+                Code::NotFound,
+                format!("{what} not found"),
+                ErrorDetails::with_resource_info(
+                    what,
+                    "",
+                    "",
+                    format!("no such {what} in this tenant"),
+                ),
+                "RESOURCE_NOT_FOUND",
+            ),
+            ApiError::AlreadyExists { resource, message } => status(
+                Code::AlreadyExists,
+                message.clone(),
+                ErrorDetails::with_resource_info(resource, "", "", message),
+                "RESOURCE_ALREADY_EXISTS",
+            ),
+            ApiError::FailedPrecondition { reason, message } => status(
+                Code::FailedPrecondition,
+                message,
+                ErrorDetails::new(),
+                reason,
+            ),
+            ApiError::Aborted { reason, message } => {
+                status(Code::Aborted, message, ErrorDetails::new(), reason)
+            }
+            ApiError::Unauthenticated(problem) => status(
+                Code::Unauthenticated,
+                problem.message,
+                ErrorDetails::new(),
+                problem.reason,
+            ),
+            ApiError::ResourceExhausted {
+                reason,
+                message,
+                retry_after,
+            } => {
+                let details = match retry_after {
+                    Some(delay) => ErrorDetails::with_retry_info(Some(delay)),
+                    None => ErrorDetails::new(),
+                };
+                status(Code::ResourceExhausted, message, details, reason)
+            }
             ApiError::Status(status) => status,
             ApiError::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
-                Status::unavailable("database unavailable, retry later")
+                status(
+                    Code::Unavailable,
+                    "database unavailable, retry later",
+                    ErrorDetails::with_retry_info(Some(UNAVAILABLE_RETRY)),
+                    "DATABASE_UNAVAILABLE",
+                )
             }
             ApiError::Internal(source) => {
                 tracing::error!(error = ?source, "internal error");
-                Status::internal("internal error")
+                status(
+                    Code::Internal,
+                    "internal error",
+                    ErrorDetails::new(),
+                    "INTERNAL_ERROR",
+                )
             }
         }
     }
@@ -174,11 +326,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn constraint_names_map_to_fields() {
-        assert_eq!(constraint_field(Some("users_manager_fkey")), "manager_id");
-        assert_eq!(constraint_field(Some("teams_tenant_id_slug_key")), "slug");
-        assert_eq!(constraint_field(Some("users_tenant_id_email_key")), "email");
-        assert_eq!(constraint_field(None), "request");
+    fn constraint_names_map_to_fields_using_the_reported_table() {
+        assert_eq!(
+            constraint_field(Some("users"), Some("users_manager_fkey")),
+            "manager_id"
+        );
+        assert_eq!(
+            constraint_field(Some("teams"), Some("teams_tenant_id_slug_key")),
+            "slug"
+        );
+        assert_eq!(
+            constraint_field(
+                Some("decision_comments"),
+                Some("decision_comments_parent_fkey")
+            ),
+            "parent_id"
+        );
+        assert_eq!(constraint_field(None, None), "request");
     }
 
     #[test]
@@ -186,5 +350,24 @@ mod tests {
         let status: Status = ApiError::internal(anyhow::anyhow!("SELECT secret FROM x")).into();
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("SELECT"));
+        let info = status.get_details_error_info().expect("error info");
+        assert_eq!(info.reason, "INTERNAL_ERROR");
+        assert_eq!(info.domain, DOMAIN);
+    }
+
+    #[test]
+    fn violations_are_capped() {
+        let violations = (0..20_000)
+            .map(|i| FieldViolation::new(format!("permissions[{i}]"), "unknown permission"))
+            .collect();
+        let status: Status = ApiError::InvalidArgument(violations).into();
+        let bad = status.get_details_bad_request().expect("bad request");
+        assert_eq!(bad.field_violations.len(), MAX_FIELD_VIOLATIONS + 1);
+        assert!(
+            bad.field_violations
+                .last()
+                .is_some_and(|v| v.description == "19950 more violations left out")
+        );
+        assert!(status.message().len() < 1_000);
     }
 }

@@ -10,8 +10,8 @@ pub mod pagination;
 pub mod server;
 pub mod validate;
 
-pub use audit::{Actor, AuditEntry};
-pub use db::{Db, DbOptions, Tx};
-pub use error::{ApiError, ApiResult};
+pub use audit::{Actor, AuditAction, AuditEntry};
+pub use db::{Db, DbOptions, ReadTx, ServiceRole, TenantTx, WriteTx};
+pub use error::{ApiError, ApiResult, Problem};
 pub use pagination::{Cursor, Page};
 pub use validate::Violations;

@@ -90,6 +90,48 @@ impl Page {
     }
 }
 
+/// Bytes of encoded items a page may carry: a default gRPC client refuses
+/// messages over 4 MiB, so a page stops early (with a next-page token) well
+/// before that, whatever the rows hold.
+pub const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
+
+impl Page {
+    /// Converts a fetched page to protos and returns them with the next-page
+    /// token: at most `size` rows, and fewer when their encoded size would
+    /// pass [`MAX_PAGE_BYTES`] (the token then resumes after the last row
+    /// sent). The one list tail every List RPC ends with.
+    pub fn finish_into<R, P: prost::Message>(
+        &self,
+        rows: Vec<R>,
+        cursor: impl Fn(&R) -> Cursor,
+        to_proto: impl Fn(R) -> P,
+    ) -> (Vec<P>, String) {
+        let more = rows.len() as i64 > self.size;
+        let mut items = Vec::with_capacity(rows.len().min(self.size as usize));
+        let mut bytes = 0;
+        let mut last = None;
+        for row in rows.into_iter().take(self.size as usize) {
+            let row_cursor = cursor(&row);
+            let item = to_proto(row);
+            // Field tag and length prefix of a repeated message: a few bytes.
+            bytes += item.encoded_len() + 8;
+            if bytes > MAX_PAGE_BYTES && !items.is_empty() {
+                return (
+                    items,
+                    last.map(|c| encode(c, self.filters)).unwrap_or_default(),
+                );
+            }
+            items.push(item);
+            last = Some(row_cursor);
+        }
+        let token = match (more, last) {
+            (true, Some(c)) => encode(c, self.filters),
+            _ => String::new(),
+        };
+        (items, token)
+    }
+}
+
 fn fingerprint(filters: &str) -> u64 {
     // FNV-1a: stable across processes and versions, unlike DefaultHasher.
     filters.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -160,6 +202,26 @@ mod tests {
         let mut v = Violations::new();
         Page::parse(10, &forged, "", &mut v);
         assert!(v.finish().is_err());
+    }
+
+    #[test]
+    fn pages_stop_before_the_byte_budget() {
+        let mut v = Violations::new();
+        let page = Page::parse(100, "", "", &mut v);
+        // 100 rows of 100 KiB each: about 10 MiB in all.
+        let rows: Vec<u32> = (0..100).collect();
+        let (items, token) = page.finish_into(
+            rows,
+            |i| Cursor {
+                time: Utc::now(),
+                id: Uuid::from_u128(u128::from(*i) + 1),
+            },
+            |_| "x".repeat(100 * 1024),
+        );
+        assert!(items.len() < 100 && !items.is_empty());
+        assert!(items.iter().map(|s| s.len() + 8).sum::<usize>() <= MAX_PAGE_BYTES);
+        let next = Page::parse(100, &token, "", &mut v);
+        assert_eq!(next.after_id(), Some(Uuid::from_u128(items.len() as u128)));
     }
 
     #[test]

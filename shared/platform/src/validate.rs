@@ -11,6 +11,10 @@ pub const SHORT_TEXT: usize = 255;
 pub const TITLE_TEXT: usize = 500;
 /// Free text (`TEXT` columns) is still bounded, to keep rows sane.
 pub const LONG_TEXT: usize = 20_000;
+/// Largest JSON document (a `Struct` field such as team settings), in bytes
+/// of its JSON text. With every other field capped too, a page of 100 rows
+/// stays far below the 4 MiB a default gRPC client accepts.
+pub const MAX_JSON_BYTES: usize = 16 * 1024;
 
 /// Collects field violations. Each check returns a usable value even when
 /// the input is bad (nil UUID, empty string); `finish` then fails, so those
@@ -132,6 +136,32 @@ impl Violations {
         Some(url)
     }
 
+    /// An optional `Struct` as JSON text, at most [`MAX_JSON_BYTES`] long
+    /// and holding only what JSON can (finite numbers, set values).
+    pub fn json_struct(
+        &mut self,
+        field: &str,
+        value: Option<&prost_types::Struct>,
+    ) -> Option<String> {
+        let json = match crate::convert::struct_to_json(value?) {
+            Ok(json) => json.to_string(),
+            Err(e) => {
+                self.add(field, format!("is not valid JSON: {e}"));
+                return None;
+            }
+        };
+        if json.len() > MAX_JSON_BYTES {
+            self.add(
+                field,
+                format!(
+                    "must be at most {MAX_JSON_BYTES} bytes as JSON, got {}",
+                    json.len()
+                ),
+            );
+        }
+        Some(json)
+    }
+
     /// A proto enum that must be set to a known, non-zero value.
     pub fn enum_value<E>(&mut self, field: &str, value: i32) -> Option<E>
     where
@@ -204,9 +234,7 @@ pub fn check_etag(given: &str, current: &str) -> Result<(), ApiError> {
     if given.is_empty() || given == current {
         Ok(())
     } else {
-        Err(ApiError::Aborted(
-            "the resource changed since it was read (stale etag); read it again and retry".into(),
-        ))
+        Err(ApiError::stale_etag())
     }
 }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use codeops::suite::{Keys, Service, Suite, SuiteConfig};
 use codeops_pgcluster::Cluster;
-use codeops_platform::{Db, DbOptions};
+use codeops_platform::{Db, DbOptions, ServiceRole};
 use codeops_proto::decision::decision_service_client::DecisionServiceClient;
 use codeops_proto::identity::audit_service_client::AuditServiceClient;
 use codeops_proto::identity::auth_service_client::AuthServiceClient;
@@ -310,12 +310,41 @@ impl TestDb {
             .expect("superuser connection to the test database")
     }
 
-    /// A pool the way the services connect: `SET ROLE codeops_app`.
-    pub async fn app_db(&self) -> Db {
-        Db::connect(&DbOptions::new(self.url.clone()))
+    /// A `Db` the way a service connects: `SET ROLE` to its own role.
+    pub async fn service_db(&self, role: ServiceRole) -> Db {
+        Db::connect(&DbOptions::new(self.url.clone()), role)
             .await
-            .expect("Db::connect as codeops_app")
+            .expect("Db::connect as a service role")
     }
+
+    /// A plain pool as one service's database role, for tests of what the
+    /// role itself may do in SQL (grants, row-level security).
+    pub async fn role_pool(&self, role: ServiceRole) -> PgPool {
+        let set_role = format!("SET ROLE {}", role.role_name());
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .after_connect(move |conn, _meta| {
+                let set_role = set_role.clone();
+                Box::pin(async move {
+                    sqlx::Executor::execute(conn, set_role.as_str()).await?;
+                    Ok(())
+                })
+            })
+            .connect(&self.url)
+            .await
+            .expect("pool as a service role")
+    }
+}
+
+/// A transaction on `pool` scoped to `tenant`, as the services scope theirs.
+pub async fn tenant_tx(pool: &PgPool, tenant: Uuid) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await
+        .expect("set the tenant");
+    tx
 }
 
 impl Drop for TestDb {
