@@ -398,31 +398,6 @@ async fn create_role_rejects_each_bad_field_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn create_role_needs_role_manage() {
-    let app = TestApp::spawn().await;
-    let pool = app.admin_pool().await;
-    let before = snapshot(&pool).await;
-    for email in ["dan@acme.test", "bob@acme.test", "carol@acme.test"] {
-        let token = app.login_seeded("acme", email).await;
-        expect_denied(
-            app.roles()
-                .create_role(bearer(
-                    CreateRoleRequest {
-                        role: Some(role_message("NOPE", &[])),
-                    },
-                    &token,
-                ))
-                .await,
-            "role.manage",
-        );
-    }
-    let after = snapshot(&pool).await;
-    // Logins wrote rows; roles and permissions did not change.
-    assert_eq!(before[2], after[2], "core.roles changed");
-    assert_eq!(before[3], after[3], "core.role_permissions changed");
-}
-
-#[tokio::test]
 async fn create_role_cannot_hold_permissions_the_caller_lacks() {
     let app = TestApp::spawn().await;
     let pool = app.admin_pool().await;
@@ -644,29 +619,6 @@ async fn update_role_rejects_bad_fields_and_masks() {
     assert_unchanged(&before, &snapshot(&pool).await);
 }
 
-#[tokio::test]
-async fn update_role_needs_role_manage() {
-    let app = TestApp::spawn().await;
-    let (_, role) = alice_role(&app, "ANALYST", &["user.read"]).await;
-    let bob = app.login_seeded("acme", "bob@acme.test").await;
-    expect_denied(
-        app.roles()
-            .update_role(bearer(
-                UpdateRoleRequest {
-                    role: Some(Role {
-                        id: role.id,
-                        name: "Mine".into(),
-                        ..Default::default()
-                    }),
-                    update_mask: mask(&["name"]),
-                },
-                &bob,
-            ))
-            .await,
-        "role.manage",
-    );
-}
-
 // ---------------------------------------------------------------------------
 // DeleteRole
 
@@ -777,19 +729,6 @@ async fn delete_role_rejects_bad_and_unknown_ids() {
             ))
             .await,
         Code::NotFound,
-    );
-}
-
-#[tokio::test]
-async fn delete_role_needs_role_manage() {
-    let app = TestApp::spawn().await;
-    let (_, role) = alice_role(&app, "TEMPORARY", &["user.read"]).await;
-    let bob = app.login_seeded("acme", "bob@acme.test").await;
-    expect_denied(
-        app.roles()
-            .delete_role(bearer(DeleteRoleRequest { id: role.id }, &bob))
-            .await,
-        "role.manage",
     );
 }
 
@@ -931,25 +870,6 @@ async fn set_role_permissions_rejects_unknown_codes_and_bad_ids() {
         Code::NotFound,
     );
     assert_unchanged(&before, &snapshot(&pool).await);
-}
-
-#[tokio::test]
-async fn set_role_permissions_needs_role_manage() {
-    let app = TestApp::spawn().await;
-    let (_, role) = alice_role(&app, "ANALYST", &["user.read"]).await;
-    let bob = app.login_seeded("acme", "bob@acme.test").await;
-    expect_denied(
-        app.roles()
-            .set_role_permissions(bearer(
-                SetRolePermissionsRequest {
-                    role_id: role.id,
-                    permission_codes: vec!["team.read".into()],
-                },
-                &bob,
-            ))
-            .await,
-        "role.manage",
-    );
 }
 
 #[tokio::test]

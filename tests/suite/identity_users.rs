@@ -326,27 +326,6 @@ async fn create_user_reports_every_bad_field_at_once() {
 }
 
 #[tokio::test]
-async fn create_user_needs_user_manage() {
-    let app = TestApp::spawn().await;
-    let pool = app.admin_pool().await;
-    for email in ["dan@acme.test", "bob@acme.test", "carol@acme.test"] {
-        let token = app.login_seeded("acme", email).await;
-        let rid = new_request_id("denied");
-        expect_denied(
-            app.users()
-                .create_user(call(
-                    create_request(user_message("new@acme.test", roles::VIEWER), NEW_PASSWORD),
-                    &token,
-                    &rid,
-                ))
-                .await,
-            "user.manage",
-        );
-        assert!(audit_rows(&pool, &rid).await.is_empty());
-    }
-}
-
-#[tokio::test]
 async fn create_user_cannot_grant_a_role_with_permissions_the_caller_lacks() {
     let app = TestApp::spawn().await;
     let pool = app.admin_pool().await;
@@ -943,28 +922,6 @@ async fn a_manager_cycle_is_failed_precondition_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn update_user_needs_user_manage() {
-    let app = TestApp::spawn().await;
-    let bob = app.login_seeded("acme", "bob@acme.test").await;
-    expect_denied(
-        app.users()
-            .update_user(bearer(
-                UpdateUserRequest {
-                    user: Some(User {
-                        id: id(ids::BOB),
-                        title: "CEO".into(),
-                        ..Default::default()
-                    }),
-                    update_mask: mask(&["title"]),
-                },
-                &bob,
-            ))
-            .await,
-        "user.manage",
-    );
-}
-
-#[tokio::test]
 async fn update_user_of_an_unknown_id_is_not_found() {
     let app = TestApp::spawn().await;
     let alice = app.login_seeded("acme", "alice@acme.test").await;
@@ -1100,21 +1057,6 @@ async fn deactivate_user_rejects_bad_ids() {
     );
 }
 
-#[tokio::test]
-async fn deactivate_user_needs_user_manage() {
-    let app = TestApp::spawn().await;
-    let pool = app.admin_pool().await;
-    let bob = app.login_seeded("acme", "bob@acme.test").await;
-    let before = snapshot(&pool).await;
-    expect_denied(
-        app.users()
-            .deactivate_user(bearer(DeactivateUserRequest { id: id(ids::DAN) }, &bob))
-            .await,
-        "user.manage",
-    );
-    assert_unchanged(&before, &snapshot(&pool).await);
-}
-
 // ---------------------------------------------------------------------------
 // AssignRole
 
@@ -1150,27 +1092,6 @@ async fn assign_role_changes_the_role_and_audits_role_assigned() {
         .await
         .expect("login");
     assert_eq!(login.user.expect("user").role_code, "ENGINEER");
-}
-
-#[tokio::test]
-async fn assign_role_needs_user_manage() {
-    let app = TestApp::spawn().await;
-    let pool = app.admin_pool().await;
-    let bob = app.login_seeded("acme", "bob@acme.test").await;
-    let before = snapshot(&pool).await;
-    expect_denied(
-        app.users()
-            .assign_role(bearer(
-                AssignRoleRequest {
-                    user_id: id(ids::DAN),
-                    role_id: id(roles::VIEWER),
-                },
-                &bob,
-            ))
-            .await,
-        "user.manage",
-    );
-    assert_unchanged(&before, &snapshot(&pool).await);
 }
 
 #[tokio::test]

@@ -251,6 +251,34 @@ impl DerefMut for ReadTx {
 /// change cannot be committed without its audit row; the rare write that
 /// records nothing says why with [`WriteTx::commit_unaudited`]. Dropped
 /// without committing, it rolls back.
+///
+/// With its audit entry, a write commits:
+///
+/// ```no_run
+/// # use codeops_platform::{ApiResult, AuditAction, AuditEntry, Db};
+/// # async fn rename(db: Db, ctx: codeops_tenant::TenantContext, id: uuid::Uuid) -> ApiResult<()> {
+/// let mut tx = db.write(&ctx).await?;
+/// sqlx::query("UPDATE core.teams SET name = 'x' WHERE id = $1")
+///     .bind(id)
+///     .execute(&mut *tx)
+///     .await?;
+/// tx.commit(AuditEntry::new(AuditAction::Update, "team", id)).await?;
+/// # Ok(()) }
+/// ```
+///
+/// Without one, it does not compile:
+///
+/// ```compile_fail
+/// # use codeops_platform::{ApiResult, Db};
+/// # async fn rename(db: Db, ctx: codeops_tenant::TenantContext, id: uuid::Uuid) -> ApiResult<()> {
+/// let mut tx = db.write(&ctx).await?;
+/// sqlx::query("UPDATE core.teams SET name = 'x' WHERE id = $1")
+///     .bind(id)
+///     .execute(&mut *tx)
+///     .await?;
+/// tx.commit().await?;
+/// # Ok(()) }
+/// ```
 pub struct WriteTx {
     tx: Transaction<'static, Postgres>,
     actor: Actor,

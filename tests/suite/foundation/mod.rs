@@ -1,7 +1,9 @@
 //! Foundation: schema and seeds, row-level security, what every port
 //! serves, the read RPCs across tenants, and the `codeops` binary.
 
+mod access;
 mod binary;
+mod errors;
 mod grpc;
 mod schema;
 mod security;
