@@ -87,7 +87,7 @@ async fn call(channel: Channel, path: &str, token: Option<&str>) -> Result<(), t
         Some(token) => bearer((), token),
         None => tonic::Request::new(()),
     };
-    let path = http::uri::PathAndQuery::from_maybe_shared(path.to_owned()).expect("method path");
+    let path = http::uri::PathAndQuery::try_from(path).expect("method path");
     grpc.unary(request, path, tonic_prost::ProstCodec::<(), ()>::default())
         .await
         .map(|_| ())
