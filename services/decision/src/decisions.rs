@@ -131,7 +131,7 @@ impl DecisionService for Decisions {
         v.finish()?;
 
         let mut tx = self.db.read(ctx).await?;
-        let mut rows: Vec<DecisionRow> = sqlx::query_as(&format!(
+        let rows: Vec<DecisionRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM core.decisions \
              WHERE tenant_id = $1 \
                AND ($2::text IS NULL OR status = $2) \
@@ -148,9 +148,10 @@ impl DecisionService for Decisions {
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        let next_page_token = page.finish(&mut rows, DecisionRow::cursor);
+        let (decisions, next_page_token) =
+            page.finish(rows, DecisionRow::cursor, DecisionRow::into_proto);
         Ok(Response::new(ListDecisionsResponse {
-            decisions: rows.into_iter().map(DecisionRow::into_proto).collect(),
+            decisions,
             next_page_token,
         }))
     }

@@ -109,7 +109,7 @@ impl AuditService for Svc {
         v.finish()?;
 
         let mut tx = self.db.read(ctx).await?;
-        let mut rows: Vec<AuditRow> = sqlx::query_as(
+        let rows: Vec<AuditRow> = sqlx::query_as(
             "SELECT id, actor_id, actor_name, actor_email, action, entity_type, entity_id, entity_title, description, \
                  old_values, new_values, ip_address, user_agent, request_id, timestamp \
              FROM core.audit_logs WHERE tenant_id = $1 \
@@ -135,9 +135,10 @@ impl AuditService for Svc {
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        let next_page_token = page.finish(&mut rows, AuditRow::cursor);
+        let (audit_logs, next_page_token) =
+            page.finish(rows, AuditRow::cursor, AuditRow::into_proto);
         Ok(Response::new(ListAuditLogsResponse {
-            audit_logs: rows.into_iter().map(AuditRow::into_proto).collect(),
+            audit_logs,
             next_page_token,
         }))
     }

@@ -203,7 +203,7 @@ impl RoleService for Svc {
         let page = Page::parse(req.page_size, &req.page_token, "", &mut v);
         v.finish()?;
         let mut tx = self.db.read(ctx).await?;
-        let mut rows: Vec<RoleRow> = sqlx::query_as(&format!(
+        let rows: Vec<RoleRow> = sqlx::query_as(&format!(
             "{ROLE_SELECT} WHERE (r.tenant_id IS NULL OR r.tenant_id = $1) \
                AND ($2::timestamptz IS NULL OR (r.created_at, r.id) > ($2, $3)) \
              ORDER BY r.created_at, r.id LIMIT $4"
@@ -215,9 +215,9 @@ impl RoleService for Svc {
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        let next_page_token = page.finish(&mut rows, RoleRow::cursor);
+        let (roles, next_page_token) = page.finish(rows, RoleRow::cursor, RoleRow::into_proto);
         Ok(Response::new(ListRolesResponse {
-            roles: rows.into_iter().map(RoleRow::into_proto).collect(),
+            roles,
             next_page_token,
         }))
     }
@@ -287,11 +287,11 @@ impl RoleService for Svc {
         let role = req.role.clone().unwrap_or_default();
         let mut v = Violations::new();
         let id = v.uuid("role.id", &role.id);
-        let paths = v.update_mask(
+        let mask = v.update_mask(
             req.update_mask.as_ref(),
             &["name", "description", "category", "level"],
         );
-        let has = |p: &str| paths.iter().any(|x| x == p);
+        let has = |p: &str| mask.contains(p);
         let name = has("name").then(|| v.required("role.name", &role.name, SHORT_TEXT));
         let description = has("description")
             .then(|| v.optional("role.description", &role.description, SHORT_TEXT));

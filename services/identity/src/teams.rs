@@ -224,7 +224,7 @@ impl TeamService for Svc {
         v.finish()?;
         let pattern = query.as_deref().map(contains_pattern);
         let mut tx = self.db.read(ctx).await?;
-        let mut rows: Vec<TeamRow> = sqlx::query_as(&format!(
+        let rows: Vec<TeamRow> = sqlx::query_as(&format!(
             "{TEAM_SELECT} WHERE tenant_id = $1 \
                AND ($2 OR coalesce(is_active, false)) \
                AND ($3::text IS NULL OR name ILIKE $3 OR slug ILIKE $3) \
@@ -240,9 +240,9 @@ impl TeamService for Svc {
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        let next_page_token = page.finish(&mut rows, TeamRow::cursor);
+        let (teams, next_page_token) = page.finish(rows, TeamRow::cursor, TeamRow::into_proto);
         Ok(Response::new(ListTeamsResponse {
-            teams: rows.into_iter().map(TeamRow::into_proto).collect(),
+            teams,
             next_page_token,
         }))
     }
@@ -256,7 +256,7 @@ impl TeamService for Svc {
         let team = req.team.clone().unwrap_or_default();
         let mut v = Violations::new();
         let id = v.uuid("team.id", &team.id);
-        let paths = v.update_mask(
+        let mask = v.update_mask(
             req.update_mask.as_ref(),
             &[
                 "name",
@@ -268,7 +268,7 @@ impl TeamService for Svc {
                 "settings",
             ],
         );
-        let has = |p: &str| paths.iter().any(|x| x == p);
+        let has = |p: &str| mask.contains(p);
         let name = has("name").then(|| v.required("team.name", &team.name, SHORT_TEXT));
         let slug = has("slug").then(|| v.slug("team.slug", &team.slug));
         let description = has("description")
@@ -458,7 +458,7 @@ impl TeamService for Svc {
         v.finish()?;
         let mut tx = self.db.read(ctx).await?;
         get(&mut tx, team_id).await?;
-        let mut rows: Vec<MemberRow> = sqlx::query_as(&format!(
+        let rows: Vec<MemberRow> = sqlx::query_as(&format!(
             "{MEMBER_SELECT} WHERE m.tenant_id = $1 AND m.team_id = $2 \
                AND ($3::timestamptz IS NULL OR (m.joined_at, m.id) > ($3, $4)) \
              ORDER BY m.joined_at, m.id LIMIT $5"
@@ -471,12 +471,13 @@ impl TeamService for Svc {
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        let next_page_token = page.finish(&mut rows, |m| Cursor {
+        let cursor = |m: &MemberRow| Cursor {
             time: m.joined_at.unwrap_or_default(),
             id: m.id,
-        });
+        };
+        let (members, next_page_token) = page.finish(rows, cursor, MemberRow::into_proto);
         Ok(Response::new(ListTeamMembersResponse {
-            members: rows.into_iter().map(MemberRow::into_proto).collect(),
+            members,
             next_page_token,
         }))
     }

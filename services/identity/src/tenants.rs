@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use codeops_platform::convert::{enum_from_db, etag, json_to_struct, opt_timestamp};
-use codeops_platform::validate::{SHORT_TEXT, check_etag};
+use codeops_platform::validate::{SHORT_TEXT, UpdateMask, check_etag};
 use codeops_platform::{Actor, ApiError, AuditAction, AuditEntry, Db, TenantTx, Violations};
 use codeops_proto::identity::tenant_service_server::TenantService;
 use codeops_proto::identity::{
@@ -125,14 +125,13 @@ fn merge_settings(
     v: &mut Violations,
     stored: Value,
     given: &TenantSettings,
-    paths: &[String],
+    mask: &UpdateMask,
 ) -> Value {
     let mut merged = match stored {
         Value::Object(map) => map,
         _ => serde_json::Map::new(),
     };
-    let whole = paths.iter().any(|p| p == "settings");
-    let has = |p: &str| whole || paths.iter().any(|x| x == p);
+    let has = |p: &str| mask.contains(p);
     if has("settings.sla_defaults") {
         let sla = given.sla_defaults.unwrap_or(DEFAULT_SLA);
         check_sla(
@@ -368,7 +367,7 @@ impl TenantService for Svc {
             // Another tenant's id: not found, never a hint that it exists.
             return Err(ApiError::NotFound("tenant").into());
         }
-        let paths = v.update_mask(
+        let mask = v.update_mask(
             req.update_mask.as_ref(),
             &[
                 "name",
@@ -379,10 +378,10 @@ impl TenantService for Svc {
                 "settings.custom",
             ],
         );
-        let has = |p: &str| paths.iter().any(|x| x == p);
+        let has = |p: &str| mask.contains(p);
         let name = has("name").then(|| v.required("tenant.name", &given.name, SHORT_TEXT));
         let logo_url = has("logo_url").then(|| v.optional_url("tenant.logo_url", &given.logo_url));
-        let touches_settings = paths.iter().any(|p| p.starts_with("settings"));
+        let touches_settings = mask.touches("settings");
 
         let mut tx = self.write_tx(ctx).await?;
         let before = get_for_update(&mut tx).await?;
@@ -391,7 +390,7 @@ impl TenantService for Svc {
                 &mut v,
                 before.settings_json(),
                 &given.settings.clone().unwrap_or_default(),
-                &paths,
+                &mask,
             )
         });
         v.finish()?;

@@ -326,7 +326,7 @@ impl UserService for Svc {
         let pattern = query.as_deref().map(contains_pattern);
 
         let mut tx = self.db.read(ctx).await?;
-        let mut rows: Vec<UserRow> = sqlx::query_as(&format!(
+        let rows: Vec<UserRow> = sqlx::query_as(&format!(
             "{USER_SELECT} WHERE u.tenant_id = $1 \
                AND ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM core.team_members m \
                     WHERE m.tenant_id = $1 AND m.team_id = $2 AND m.user_id = u.id)) \
@@ -347,10 +347,9 @@ impl UserService for Svc {
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        drop(tx);
-        let next_page_token = page.finish(&mut rows, UserRow::cursor);
+        let (users, next_page_token) = page.finish(rows, UserRow::cursor, UserRow::into_proto);
         Ok(Response::new(ListUsersResponse {
-            users: rows.into_iter().map(UserRow::into_proto).collect(),
+            users,
             next_page_token,
         }))
     }
@@ -364,7 +363,7 @@ impl UserService for Svc {
         let user = req.user.clone().unwrap_or_default();
         let mut v = Violations::new();
         let id = v.uuid("user.id", &user.id);
-        let paths = v.update_mask(
+        let mask = v.update_mask(
             req.update_mask.as_ref(),
             &[
                 "first_name",
@@ -375,7 +374,7 @@ impl UserService for Svc {
                 "manager_id",
             ],
         );
-        let has = |p: &str| paths.iter().any(|x| x == p);
+        let has = |p: &str| mask.contains(p);
         let first_name =
             has("first_name").then(|| v.required("user.first_name", &user.first_name, SHORT_TEXT));
         let last_name =

@@ -132,7 +132,7 @@ impl OutcomeService for Outcomes {
         v.finish()?;
 
         let mut tx = self.db.read(ctx).await?;
-        let mut rows: Vec<OutcomeRow> = sqlx::query_as(&format!(
+        let rows: Vec<OutcomeRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM core.outcomes \
              WHERE tenant_id = $1 \
                AND ($2::text IS NULL OR status = $2) \
@@ -151,9 +151,10 @@ impl OutcomeService for Outcomes {
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
-        let next_page_token = page.finish(&mut rows, OutcomeRow::cursor);
+        let (outcomes, next_page_token) =
+            page.finish(rows, OutcomeRow::cursor, OutcomeRow::into_proto);
         Ok(Response::new(ListOutcomesResponse {
-            outcomes: rows.into_iter().map(OutcomeRow::into_proto).collect(),
+            outcomes,
             next_page_token,
         }))
     }

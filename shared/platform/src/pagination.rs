@@ -76,18 +76,6 @@ impl Page {
     pub fn after_id(&self) -> Option<Uuid> {
         self.after.map(|c| c.id)
     }
-
-    /// Trims the extra row and returns the token of the next page (empty on
-    /// the last page).
-    pub fn finish<T>(&self, rows: &mut Vec<T>, cursor: impl Fn(&T) -> Cursor) -> String {
-        if rows.len() as i64 <= self.size {
-            return String::new();
-        }
-        rows.truncate(self.size as usize);
-        rows.last()
-            .map(|row| encode(cursor(row), self.filters))
-            .unwrap_or_default()
-    }
 }
 
 /// Bytes of encoded items a page may carry: a default gRPC client refuses
@@ -100,7 +88,7 @@ impl Page {
     /// token: at most `size` rows, and fewer when their encoded size would
     /// pass [`MAX_PAGE_BYTES`] (the token then resumes after the last row
     /// sent). The one list tail every List RPC ends with.
-    pub fn finish_into<R, P: prost::Message>(
+    pub fn finish<R, P: prost::Message>(
         &self,
         rows: Vec<R>,
         cursor: impl Fn(&R) -> Cursor,
@@ -169,12 +157,15 @@ mod tests {
     fn tokens_round_trip_and_bind_filters() {
         let mut v = Violations::new();
         let page = Page::parse(2, "", "active", &mut v);
-        let mut rows = vec![1, 2, 3];
         let now = Utc::now();
-        let token = page.finish(&mut rows, |_| Cursor {
-            time: now,
-            id: Uuid::nil(),
-        });
+        let (rows, token) = page.finish(
+            vec![1_u32, 2, 3],
+            |_| Cursor {
+                time: now,
+                id: Uuid::nil(),
+            },
+            |n| n,
+        );
         assert_eq!(rows, vec![1, 2]);
         let next = Page::parse(2, &token, "active", &mut v);
         assert!(v.finish().is_ok());
@@ -210,7 +201,7 @@ mod tests {
         let page = Page::parse(100, "", "", &mut v);
         // 100 rows of 100 KiB each: about 10 MiB in all.
         let rows: Vec<u32> = (0..100).collect();
-        let (items, token) = page.finish_into(
+        let (items, token) = page.finish(
             rows,
             |i| Cursor {
                 time: Utc::now(),

@@ -203,21 +203,64 @@ fn is_email(value: &str) -> bool {
         && !value.contains(char::is_whitespace)
 }
 
+/// The paths of a validated `update_mask` (AIP-134): what an Update may
+/// change. A parent path covers its children (`settings` covers
+/// `settings.timezone`); `*` stands for every allowed path.
+#[derive(Clone, Debug, Default)]
+pub struct UpdateMask {
+    paths: Vec<String>,
+}
+
+impl UpdateMask {
+    /// Whether `path` is to be updated, itself or through a parent path.
+    pub fn contains(&self, path: &str) -> bool {
+        self.paths.iter().any(|given| {
+            given == path
+                || path
+                    .strip_prefix(given.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+    }
+
+    /// Whether `path` or anything under it is to be updated.
+    pub fn touches(&self, path: &str) -> bool {
+        self.contains(path)
+            || self.paths.iter().any(|given| {
+                given
+                    .strip_prefix(path)
+                    .is_some_and(|rest| rest.starts_with('.'))
+            })
+    }
+}
+
 impl Violations {
-    /// The paths of a required `update_mask`, each checked against `allowed`.
+    /// A required `update_mask`, each path checked against `allowed`
+    /// (which lists every updatable path, nested ones included).
     pub fn update_mask(
         &mut self,
         mask: Option<&prost_types::FieldMask>,
         allowed: &[&str],
-    ) -> Vec<String> {
-        let paths = mask.map(|m| m.paths.clone()).unwrap_or_default();
-        if paths.is_empty() {
+    ) -> UpdateMask {
+        let given = mask.map(|m| m.paths.clone()).unwrap_or_default();
+        if given.is_empty() {
             self.add(
                 "update_mask",
-                format!("is required; allowed paths: {}", allowed.join(", ")),
+                format!("is required; allowed paths: {}, or *", allowed.join(", ")),
             );
         }
-        for path in &paths {
+        if given.iter().any(|p| p == "*") {
+            if given.len() > 1 {
+                self.add("update_mask", "* must be the only path");
+            }
+            return UpdateMask {
+                paths: allowed
+                    .iter()
+                    .filter(|p| !p.contains('.'))
+                    .map(|p| (*p).to_owned())
+                    .collect(),
+            };
+        }
+        for path in &given {
             if !allowed.contains(&path.as_str()) {
                 self.add(
                     "update_mask",
@@ -225,7 +268,7 @@ impl Violations {
                 );
             }
         }
-        paths
+        UpdateMask { paths: given }
     }
 }
 
@@ -267,6 +310,43 @@ mod tests {
         assert_eq!(v.slug("slug", "team-one"), "team-one");
         assert!(v.finish().is_ok());
         assert!(!id.is_nil());
+    }
+
+    #[test]
+    fn update_masks_cover_children_and_star() {
+        let allowed = ["name", "settings", "settings.timezone", "settings.custom"];
+        let mut v = Violations::new();
+        let mask = v.update_mask(
+            Some(&prost_types::FieldMask {
+                paths: vec!["settings".into()],
+            }),
+            &allowed,
+        );
+        assert!(mask.contains("settings.timezone") && !mask.contains("name"));
+        let star = v.update_mask(
+            Some(&prost_types::FieldMask {
+                paths: vec!["*".into()],
+            }),
+            &allowed,
+        );
+        assert!(star.contains("name") && star.contains("settings.custom"));
+        let nested = v.update_mask(
+            Some(&prost_types::FieldMask {
+                paths: vec!["settings.custom".into()],
+            }),
+            &allowed,
+        );
+        assert!(nested.touches("settings") && !nested.contains("settings"));
+        assert!(nested.contains("settings.custom") && !nested.contains("settings.timezone"));
+        assert!(v.finish().is_ok());
+        let mut v = Violations::new();
+        v.update_mask(
+            Some(&prost_types::FieldMask {
+                paths: vec!["nope".into()],
+            }),
+            &allowed,
+        );
+        assert!(v.finish().is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod checks;
 pub mod grpc;
 pub mod process;
 

@@ -5,5 +5,6 @@ mod access;
 mod binary;
 mod errors;
 mod grpc;
+mod limits;
 mod schema;
 mod security;
