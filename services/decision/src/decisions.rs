@@ -1,7 +1,9 @@
 //! DecisionService: reads of the caller's tenant's decisions.
 
 use chrono::{DateTime, Utc};
-use codeops_platform::convert::{enum_from_db, enum_to_db, etag, id_string, opt_timestamp};
+use codeops_platform::convert::{
+    enum_from_db, enum_to_db, etag, id_string, opt_timestamp, timestamp,
+};
 use codeops_platform::{ApiError, Cursor, Db, Page, TenantTx, Violations};
 use codeops_proto::decision::decision_service_server::DecisionService;
 use codeops_proto::decision::{
@@ -22,7 +24,7 @@ impl Decisions {
     }
 }
 
-#[derive(sqlx::FromRow)]
+/// A row as the schema types it: NOT NULL columns are plain values.
 struct DecisionRow {
     id: Uuid,
     title: String,
@@ -40,17 +42,14 @@ struct DecisionRow {
     escalation_level: Option<i32>,
     escalated_at: Option<DateTime<Utc>>,
     escalated_to_id: Option<Uuid>,
-    created_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
     updated_at: Option<DateTime<Utc>>,
 }
-
-const COLUMNS: &str = "id, title, description, context, status, priority, owner_id, assigned_to_id, outcome_id, \
-    hypothesis_id, team_id, sla_hours, due_at, escalation_level, escalated_at, escalated_to_id, created_at, updated_at";
 
 impl DecisionRow {
     fn cursor(&self) -> Cursor {
         Cursor {
-            time: self.created_at.unwrap_or_default(),
+            time: self.created_at,
             id: self.id,
         }
     }
@@ -83,7 +82,7 @@ impl DecisionRow {
             escalation_level: self.escalation_level.unwrap_or_default(),
             escalate_time: opt_timestamp(self.escalated_at),
             escalated_to_id: id_string(self.escalated_to_id),
-            create_time: opt_timestamp(self.created_at),
+            create_time: Some(timestamp(self.created_at)),
             update_time: opt_timestamp(self.updated_at),
             etag: etag(self.updated_at),
         }
@@ -101,11 +100,15 @@ impl DecisionService for Decisions {
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
         let mut tx = self.db.read(ctx).await?;
-        let row: Option<DecisionRow> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM core.decisions WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(tx.tenant_id())
-        .bind(id)
+        let row = sqlx::query_as!(
+            DecisionRow,
+            "SELECT id, title, description, context, status, priority, owner_id, assigned_to_id, outcome_id, \
+                 hypothesis_id, team_id, sla_hours, due_at, escalation_level, escalated_at, escalated_to_id, \
+                 created_at, updated_at \
+             FROM core.decisions WHERE tenant_id = $1 AND id = $2",
+            tx.tenant_id(),
+            id,
+        )
         .fetch_optional(&mut *tx)
         .await
         .map_err(ApiError::from)?;
@@ -131,20 +134,24 @@ impl DecisionService for Decisions {
         v.finish()?;
 
         let mut tx = self.db.read(ctx).await?;
-        let rows: Vec<DecisionRow> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM core.decisions \
+        let rows = sqlx::query_as!(
+            DecisionRow,
+            "SELECT id, title, description, context, status, priority, owner_id, assigned_to_id, outcome_id, \
+                 hypothesis_id, team_id, sla_hours, due_at, escalation_level, escalated_at, escalated_to_id, \
+                 created_at, updated_at \
+             FROM core.decisions \
              WHERE tenant_id = $1 \
                AND ($2::text IS NULL OR status = $2) \
                AND (NOT $3 OR (status IN ('NEEDS_INPUT', 'UNDER_DISCUSSION') AND due_at < now())) \
                AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5)) \
-             ORDER BY created_at DESC, id DESC LIMIT $6"
-        ))
-        .bind(tx.tenant_id())
-        .bind(status)
-        .bind(req.overdue_only)
-        .bind(page.after_time())
-        .bind(page.after_id())
-        .bind(page.limit())
+             ORDER BY created_at DESC, id DESC LIMIT $6",
+            tx.tenant_id(),
+            status,
+            req.overdue_only,
+            page.after_time(),
+            page.after_id(),
+            page.limit(),
+        )
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;

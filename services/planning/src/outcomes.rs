@@ -24,7 +24,7 @@ impl Outcomes {
     }
 }
 
-#[derive(sqlx::FromRow)]
+/// A row as the schema types it: NOT NULL columns are plain values.
 struct OutcomeRow {
     id: Uuid,
     title: String,
@@ -39,17 +39,14 @@ struct OutcomeRow {
     validated_at: Option<DateTime<Utc>>,
     invalidated_at: Option<DateTime<Utc>>,
     tags: Option<String>,
-    created_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
     updated_at: Option<DateTime<Utc>>,
 }
-
-const COLUMNS: &str = "id, title, description, success_criteria, status, priority, team_id, owner_id, \
-    target_date, started_at, validated_at, invalidated_at, tags, created_at, updated_at";
 
 impl OutcomeRow {
     fn cursor(&self) -> Cursor {
         Cursor {
-            time: self.created_at.unwrap_or_default(),
+            time: self.created_at,
             id: self.id,
         }
     }
@@ -82,7 +79,7 @@ impl OutcomeRow {
                 .tags
                 .and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok())
                 .unwrap_or_default(),
-            create_time: self.created_at.map(timestamp),
+            create_time: Some(timestamp(self.created_at)),
             update_time: self.updated_at.map(timestamp),
             etag: etag(self.updated_at),
         }
@@ -100,11 +97,14 @@ impl OutcomeService for Outcomes {
         let id = v.uuid("id", &request.get_ref().id);
         v.finish()?;
         let mut tx = self.db.read(ctx).await?;
-        let row: Option<OutcomeRow> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM core.outcomes WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(tx.tenant_id())
-        .bind(id)
+        let row = sqlx::query_as!(
+            OutcomeRow,
+            "SELECT id, title, description, success_criteria, status, priority, team_id, owner_id, \
+                 target_date, started_at, validated_at, invalidated_at, tags, created_at, updated_at \
+             FROM core.outcomes WHERE tenant_id = $1 AND id = $2",
+            tx.tenant_id(),
+            id,
+        )
         .fetch_optional(&mut *tx)
         .await
         .map_err(ApiError::from)?;
@@ -132,22 +132,25 @@ impl OutcomeService for Outcomes {
         v.finish()?;
 
         let mut tx = self.db.read(ctx).await?;
-        let rows: Vec<OutcomeRow> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM core.outcomes \
+        let rows = sqlx::query_as!(
+            OutcomeRow,
+            "SELECT id, title, description, success_criteria, status, priority, team_id, owner_id, \
+                 target_date, started_at, validated_at, invalidated_at, tags, created_at, updated_at \
+             FROM core.outcomes \
              WHERE tenant_id = $1 \
                AND ($2::text IS NULL OR status = $2) \
                AND ($3::uuid IS NULL OR team_id = $3) \
                AND ($4::uuid IS NULL OR owner_id = $4) \
                AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6)) \
-             ORDER BY created_at DESC, id DESC LIMIT $7"
-        ))
-        .bind(tx.tenant_id())
-        .bind(status)
-        .bind(team_id)
-        .bind(owner_id)
-        .bind(page.after_time())
-        .bind(page.after_id())
-        .bind(page.limit())
+             ORDER BY created_at DESC, id DESC LIMIT $7",
+            tx.tenant_id(),
+            status,
+            team_id,
+            owner_id,
+            page.after_time(),
+            page.after_id(),
+            page.limit(),
+        )
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
