@@ -11,7 +11,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::common::{TestApp, bearer};
-use crate::identity_support::acme_user_with;
+use crate::identity::support::acme_user_with;
 
 /// `(service, its access table)` as the services declare them.
 fn tables() -> [(Service, &'static [MethodAccess]); 3] {

@@ -12,7 +12,7 @@ use tonic_types::StatusExt;
 use uuid::Uuid;
 
 use crate::common::{PASSWORD, TestApp, bearer, with_database};
-use crate::identity_support::{expect_code, mask, teams};
+use crate::identity::support::{expect_code, mask, teams};
 
 #[track_caller]
 fn assert_reason(status: &Status, reason: &str) {

@@ -13,7 +13,7 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::common::{TestApp, bearer, ids, random_id};
-use crate::identity_support::*;
+use crate::identity::support::*;
 
 fn team(name: &str, slug: &str) -> Team {
     Team {

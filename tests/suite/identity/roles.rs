@@ -12,7 +12,7 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::common::{TestApp, bearer, ids, random_id};
-use crate::identity_support::*;
+use crate::identity::support::*;
 
 async fn alice_role(app: &TestApp, code: &str, permissions: &[&str]) -> (String, Role) {
     let alice = app.login_seeded("acme", "alice@acme.test").await;
@@ -799,7 +799,7 @@ async fn set_role_permissions_replaces_them_and_audits_update() {
 
     // The holder's next token carries the new set.
     let token = app.login("acme", &holder.email, NEW_PASSWORD).await;
-    let claims = crate::identity_jwt::segment_json(&crate::identity_jwt::split(&token).1);
+    let claims = crate::identity::jwt::segment_json(&crate::identity::jwt::split(&token).1);
     assert_eq!(
         claims["perms"],
         serde_json::json!(["decision.read", "team.read"])

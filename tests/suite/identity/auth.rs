@@ -8,8 +8,8 @@ use codeops_proto::identity::{
 use tonic::Code;
 
 use crate::common::{PASSWORD, TestApp, bearer, ids};
-use crate::identity_jwt::{segment_json, split};
-use crate::identity_support::*;
+use crate::identity::jwt::{segment_json, split};
+use crate::identity::support::*;
 
 fn login_request(tenant_slug: &str, email: &str, password: &str) -> LoginRequest {
     LoginRequest {

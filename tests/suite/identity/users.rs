@@ -12,7 +12,7 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::common::{PASSWORD, TestApp, bearer, ids, random_id};
-use crate::identity_support::*;
+use crate::identity::support::*;
 
 fn create_request(user: User, password: &str) -> CreateUserRequest {
     CreateUserRequest {

@@ -14,10 +14,10 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::common::{PASSWORD, TestApp, bearer, ids, operator};
-use crate::identity_jwt::{
+use crate::identity::jwt::{
     Ed25519, b64url, json_segment, segment_json, sign_eddsa, sign_hs256, split, unix_now, unsigned,
 };
-use crate::identity_support::*;
+use crate::identity::support::*;
 
 /// Claims the service would issue to alice, valid now.
 fn alice_claims() -> Value {

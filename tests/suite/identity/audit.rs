@@ -12,7 +12,7 @@ use prost_types::Timestamp;
 use uuid::Uuid;
 
 use crate::common::{PASSWORD, TestApp, bearer, ids};
-use crate::identity_support::*;
+use crate::identity::support::*;
 
 async fn list(app: &TestApp, token: &str, request: ListAuditLogsRequest) -> Vec<AuditLog> {
     app.audit_logs()

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use codeops_platform::ServiceRole;
 
 use crate::common::{PASSWORD, TestApp, bearer, ids, tenant_tx};
-use crate::identity_support::*;
+use crate::identity::support::*;
 
 const ADMIN_ROLE: &str = "00000000-0000-4000-8002-000000000002";
 const VIEWER_ROLE: &str = "00000000-0000-4000-8002-000000000005";

@@ -18,7 +18,7 @@ use tonic::{Code, Status};
 use uuid::Uuid;
 
 use crate::common::{PASSWORD, TestApp, bearer, ids, random_id};
-use crate::identity_support::*;
+use crate::identity::support::*;
 
 /// Digest of acme's rows in every identity table (the superuser sees all).
 async fn acme_state(pool: &PgPool) -> Vec<String> {

@@ -10,8 +10,8 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::common::{PASSWORD, TestApp, bearer, ids, operator, random_id};
-use crate::identity_support::*;
-use crate::identity_teams::settings as proto_struct;
+use crate::identity::support::*;
+use crate::identity::teams::settings as proto_struct;
 
 async fn get_tenant(app: &TestApp, token: &str) -> Tenant {
     app.tenants()
