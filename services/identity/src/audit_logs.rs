@@ -15,7 +15,6 @@ use uuid::Uuid;
 
 use crate::Svc;
 
-#[derive(sqlx::FromRow)]
 struct AuditRow {
     id: Uuid,
     actor_id: Option<Uuid>,
@@ -109,7 +108,8 @@ impl AuditService for Svc {
         v.finish()?;
 
         let mut tx = self.db.read(ctx).await?;
-        let rows: Vec<AuditRow> = sqlx::query_as(
+        let rows = sqlx::query_as!(
+            AuditRow,
             "SELECT id, actor_id, actor_name, actor_email, action, entity_type, entity_id, entity_title, description, \
                  old_values, new_values, ip_address, user_agent, request_id, timestamp \
              FROM core.audit_logs WHERE tenant_id = $1 \
@@ -121,17 +121,17 @@ impl AuditService for Svc {
                AND ($7::timestamptz IS NULL OR timestamp < $7) \
                AND ($8::timestamptz IS NULL OR (timestamp, id) < ($8, $9)) \
              ORDER BY timestamp DESC, id DESC LIMIT $10",
+            tx.tenant_id(),
+            entity_type,
+            entity_id,
+            actor_id,
+            action,
+            start,
+            end,
+            page.after_time(),
+            page.after_id(),
+            page.limit(),
         )
-        .bind(tx.tenant_id())
-        .bind(entity_type)
-        .bind(entity_id)
-        .bind(actor_id)
-        .bind(action)
-        .bind(start)
-        .bind(end)
-        .bind(page.after_time())
-        .bind(page.after_id())
-        .bind(page.limit())
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;

@@ -1,7 +1,7 @@
 //! RoleService: system roles (read-only) and the tenant's custom roles.
 
 use chrono::{DateTime, Utc};
-use codeops_platform::convert::{enum_from_db, enum_to_db, etag, opt_timestamp};
+use codeops_platform::convert::{enum_from_db, enum_to_db, etag, opt_timestamp, timestamp};
 use codeops_platform::validate::{SHORT_TEXT, check_etag};
 use codeops_platform::{ApiError, AuditAction, AuditEntry, Cursor, Page, TenantTx, Violations};
 use codeops_proto::identity::role_service_server::RoleService;
@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::Svc;
 use crate::users::ensure_can_grant;
 
-#[derive(sqlx::FromRow)]
+/// A role with its permission codes, typed as the schema is.
 pub(crate) struct RoleRow {
     id: Uuid,
     tenant_id: Option<Uuid>,
@@ -29,16 +29,10 @@ pub(crate) struct RoleRow {
     description: Option<String>,
     category: String,
     level: String,
-    created_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
     updated_at: Option<DateTime<Utc>>,
     permissions: Vec<String>,
 }
-
-const ROLE_SELECT: &str = "SELECT r.id, r.tenant_id, r.code, r.name, r.description, r.category, r.level, \
-    r.created_at, r.updated_at, \
-    ARRAY(SELECT p.code::text FROM core.role_permissions rp JOIN core.permissions p ON p.id = rp.permission_id \
-          WHERE rp.role_id = r.id ORDER BY p.code) AS permissions \
-    FROM core.roles r";
 
 impl RoleRow {
     pub fn permission_set(&self) -> PermissionSet {
@@ -54,7 +48,7 @@ impl RoleRow {
 
     fn cursor(&self) -> Cursor {
         Cursor {
-            time: self.created_at.unwrap_or_default(),
+            time: self.created_at,
             id: self.id,
         }
     }
@@ -80,7 +74,7 @@ impl RoleRow {
             ) as i32,
             level: enum_from_db(&self.level, "ROLE_LEVEL_", RoleLevel::from_str_name) as i32,
             permissions: self.permissions,
-            create_time: opt_timestamp(self.created_at),
+            create_time: Some(timestamp(self.created_at)),
             update_time: opt_timestamp(self.updated_at),
             etag: etag(self.updated_at),
         }
@@ -92,11 +86,18 @@ pub(crate) async fn load_visible_role(
     tx: &mut impl TenantTx,
     id: Uuid,
 ) -> Result<Option<RoleRow>, ApiError> {
-    Ok(sqlx::query_as(&format!(
-        "{ROLE_SELECT} WHERE r.id = $2 AND (r.tenant_id IS NULL OR r.tenant_id = $1)"
-    ))
-    .bind(tx.tenant_id())
-    .bind(id)
+    Ok(sqlx::query_as!(
+        RoleRow,
+        r#"SELECT r.id, r.tenant_id, r.code, r.name, r.description, r.category, r.level,
+               r.created_at, r.updated_at,
+               ARRAY(SELECT p.code::text FROM core.role_permissions rp
+                     JOIN core.permissions p ON p.id = rp.permission_id
+                     WHERE rp.role_id = r.id ORDER BY p.code) AS "permissions!"
+           FROM core.roles r
+           WHERE r.id = $2 AND (r.tenant_id IS NULL OR r.tenant_id = $1)"#,
+        tx.tenant_id(),
+        id,
+    )
     .fetch_optional(&mut **tx)
     .await?)
 }
@@ -116,11 +117,13 @@ async fn get_custom_for_update(tx: &mut impl TenantTx, id: Uuid) -> Result<RoleR
             "system roles are read-only",
         ));
     }
-    sqlx::query("SELECT 1 FROM core.roles WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
-        .bind(tx.tenant_id())
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query!(
+        "SELECT 1 AS locked FROM core.roles WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+        tx.tenant_id(),
+        id,
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
     get(tx, id).await
 }
 
@@ -143,16 +146,19 @@ async fn replace_permissions(
     role_id: Uuid,
     set: PermissionSet,
 ) -> Result<(), ApiError> {
-    sqlx::query("DELETE FROM core.role_permissions WHERE role_id = $1")
-        .bind(role_id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
+    sqlx::query!(
+        "DELETE FROM core.role_permissions WHERE role_id = $1",
+        role_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    let codes = set.codes();
+    sqlx::query!(
         "INSERT INTO core.role_permissions (role_id, permission_id) \
          SELECT $1, p.id FROM core.permissions p WHERE p.code = ANY($2)",
+        role_id,
+        &codes,
     )
-    .bind(role_id)
-    .bind(set.codes())
     .execute(conn)
     .await?;
     Ok(())
@@ -203,15 +209,22 @@ impl RoleService for Svc {
         let page = Page::parse(req.page_size, &req.page_token, "", &mut v);
         v.finish()?;
         let mut tx = self.db.read(ctx).await?;
-        let rows: Vec<RoleRow> = sqlx::query_as(&format!(
-            "{ROLE_SELECT} WHERE (r.tenant_id IS NULL OR r.tenant_id = $1) \
-               AND ($2::timestamptz IS NULL OR (r.created_at, r.id) > ($2, $3)) \
-             ORDER BY r.created_at, r.id LIMIT $4"
-        ))
-        .bind(tx.tenant_id())
-        .bind(page.after_time())
-        .bind(page.after_id())
-        .bind(page.limit())
+        let rows = sqlx::query_as!(
+            RoleRow,
+            r#"SELECT r.id, r.tenant_id, r.code, r.name, r.description, r.category, r.level,
+                   r.created_at, r.updated_at,
+                   ARRAY(SELECT p.code::text FROM core.role_permissions rp
+                         JOIN core.permissions p ON p.id = rp.permission_id
+                         WHERE rp.role_id = r.id ORDER BY p.code) AS "permissions!"
+               FROM core.roles r
+               WHERE (r.tenant_id IS NULL OR r.tenant_id = $1)
+                 AND ($2::timestamptz IS NULL OR (r.created_at, r.id) > ($2, $3))
+               ORDER BY r.created_at, r.id LIMIT $4"#,
+            tx.tenant_id(),
+            page.after_time(),
+            page.after_id(),
+            page.limit(),
+        )
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
@@ -253,17 +266,17 @@ impl RoleService for Svc {
 
         let mut tx = self.write_tx(ctx).await?;
         let id = Uuid::now_v7();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO core.roles (id, tenant_id, code, name, description, category, level, is_system_role, \
                  created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, false, now(), now())",
+            id,
+            tx.tenant_id(),
+            code,
+            name,
+            description,
+            category,
+            level,
         )
-        .bind(id)
-        .bind(tx.tenant_id())
-        .bind(&code)
-        .bind(&name)
-        .bind(&description)
-        .bind(&category)
-        .bind(&level)
         .execute(&mut *tx)
         .await
         .map_err(ApiError::from)?;
@@ -308,19 +321,19 @@ impl RoleService for Svc {
         let mut tx = self.write_tx(ctx).await?;
         let before = get_custom_for_update(&mut tx, id).await?;
         check_etag(&role.etag, &etag(before.updated_at))?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE core.roles SET name = coalesce($3, name), \
                  description = CASE WHEN $4 THEN $5 ELSE description END, \
                  category = coalesce($6, category), level = coalesce($7, level), updated_at = clock_timestamp() \
              WHERE tenant_id = $1 AND id = $2",
+            tx.tenant_id(),
+            id,
+            name,
+            description.is_some(),
+            description.flatten(),
+            category,
+            level,
         )
-        .bind(tx.tenant_id())
-        .bind(id)
-        .bind(name)
-        .bind(description.is_some())
-        .bind(description.flatten())
-        .bind(category)
-        .bind(level)
         .execute(&mut *tx)
         .await
         .map_err(ApiError::from)?;
@@ -345,11 +358,11 @@ impl RoleService for Svc {
         v.finish()?;
         let mut tx = self.write_tx(ctx).await?;
         let before = get_custom_for_update(&mut tx, id).await?;
-        let holders: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM core.users WHERE tenant_id = $1 AND role_id = $2",
+        let holders = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "holders!" FROM core.users WHERE tenant_id = $1 AND role_id = $2"#,
+            tx.tenant_id(),
+            id,
         )
-        .bind(tx.tenant_id())
-        .bind(id)
         .fetch_one(&mut *tx)
         .await
         .map_err(ApiError::from)?;
@@ -360,12 +373,14 @@ impl RoleService for Svc {
             )
             .into());
         }
-        sqlx::query("DELETE FROM core.roles WHERE tenant_id = $1 AND id = $2")
-            .bind(tx.tenant_id())
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(ApiError::from)?;
+        sqlx::query!(
+            "DELETE FROM core.roles WHERE tenant_id = $1 AND id = $2",
+            tx.tenant_id(),
+            id,
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::from)?;
         tx.commit(
             AuditEntry::new(AuditAction::Delete, "role", id)
                 .title(&before.code)
@@ -381,8 +396,8 @@ impl RoleService for Svc {
     ) -> Result<Response<ListPermissionsResponse>, Status> {
         let ctx = request.tenant()?;
         let mut tx = self.db.read(ctx).await?;
-        let rows: Vec<(Uuid, String, String, Option<String>, String)> = sqlx::query_as(
-            "SELECT id, code, name, description, category FROM core.permissions ORDER BY code",
+        let rows = sqlx::query!(
+            "SELECT id, code, name, description, category FROM core.permissions ORDER BY code"
         )
         .fetch_all(&mut *tx)
         .await
@@ -390,12 +405,12 @@ impl RoleService for Svc {
         Ok(Response::new(ListPermissionsResponse {
             permissions: rows
                 .into_iter()
-                .map(|(id, code, name, description, category)| PermissionProto {
-                    id: id.to_string(),
-                    code,
-                    name,
-                    description: description.unwrap_or_default(),
-                    category,
+                .map(|row| PermissionProto {
+                    id: row.id.to_string(),
+                    code: row.code,
+                    name: row.name,
+                    description: row.description.unwrap_or_default(),
+                    category: row.category,
                 })
                 .collect(),
         }))
@@ -418,11 +433,11 @@ impl RoleService for Svc {
         // must hold what is taken away too.
         ensure_can_grant(ctx, before.permission_set())?;
         replace_permissions(&mut tx, id, permissions).await?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE core.roles SET updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2",
+            tx.tenant_id(),
+            id,
         )
-        .bind(tx.tenant_id())
-        .bind(id)
         .execute(&mut *tx)
         .await
         .map_err(ApiError::from)?;

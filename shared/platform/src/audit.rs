@@ -252,26 +252,26 @@ pub(crate) async fn record(
     actor: &Actor,
     entry: AuditEntry<'_>,
 ) -> Result<(), ApiError> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO core.audit_logs (id, tenant_id, actor_id, actor_name, actor_email, action, entity_type, \
              entity_id, entity_title, description, old_values, new_values, ip_address, user_agent, request_id, timestamp) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, clock_timestamp())",
+        Uuid::now_v7(),
+        actor.tenant_id,
+        actor.user_id,
+        clip(actor.name.as_deref()),
+        clip(actor.email.as_deref()),
+        entry.action.as_str(),
+        entry.entity_type,
+        entry.entity_id,
+        clip(entry.entity_title),
+        entry.description,
+        entry.old_values.map(|v| v.to_string()),
+        entry.new_values.map(|v| v.to_string()),
+        clip(actor.meta.peer_ip.as_deref()),
+        clip(actor.meta.user_agent.as_deref()),
+        clip(Some(&actor.meta.request_id)),
     )
-    .bind(Uuid::now_v7())
-    .bind(actor.tenant_id)
-    .bind(actor.user_id)
-    .bind(clip(actor.name.as_deref()))
-    .bind(clip(actor.email.as_deref()))
-    .bind(entry.action.as_str())
-    .bind(entry.entity_type)
-    .bind(entry.entity_id)
-    .bind(clip(entry.entity_title))
-    .bind(entry.description)
-    .bind(entry.old_values.map(|v| v.to_string()))
-    .bind(entry.new_values.map(|v| v.to_string()))
-    .bind(clip(actor.meta.peer_ip.as_deref()))
-    .bind(clip(actor.meta.user_agent.as_deref()))
-    .bind(clip(Some(&actor.meta.request_id)))
     .execute(conn)
     .await?;
     Ok(())
