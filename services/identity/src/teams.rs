@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use codeops_platform::convert::{
-    enum_from_db, enum_to_db, etag, id_string, json_to_struct, opt_timestamp,
+    enum_from_db, enum_to_db, etag, id_string, json_to_struct, opt_timestamp, timestamp,
 };
 use codeops_platform::validate::{SHORT_TEXT, check_etag, contains_pattern};
 use codeops_platform::{ApiError, AuditAction, AuditEntry, Cursor, Page, TenantTx, Violations};
@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::Svc;
 use crate::users::ensure_user_in_tenant;
 
-#[derive(sqlx::FromRow)]
+/// A team as the schema types it.
 struct TeamRow {
     id: Uuid,
     name: String,
@@ -32,17 +32,14 @@ struct TeamRow {
     lead_id: Option<Uuid>,
     is_active: Option<bool>,
     settings: Option<String>,
-    created_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
     updated_at: Option<DateTime<Utc>>,
 }
-
-const TEAM_SELECT: &str = "SELECT id, name, slug, description, icon_url, color, lead_id, is_active, settings, \
-    created_at, updated_at FROM core.teams";
 
 impl TeamRow {
     fn cursor(&self) -> Cursor {
         Cursor {
-            time: self.created_at.unwrap_or_default(),
+            time: self.created_at,
             id: self.id,
         }
     }
@@ -71,7 +68,7 @@ impl TeamRow {
                 .as_deref()
                 .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
                 .map(|v| json_to_struct(&v)),
-            create_time: opt_timestamp(self.created_at),
+            create_time: Some(timestamp(self.created_at)),
             update_time: opt_timestamp(self.updated_at),
             etag: etag(self.updated_at),
         }
@@ -79,20 +76,26 @@ impl TeamRow {
 }
 
 async fn get(tx: &mut impl TenantTx, id: Uuid) -> Result<TeamRow, ApiError> {
-    sqlx::query_as(&format!("{TEAM_SELECT} WHERE tenant_id = $1 AND id = $2"))
-        .bind(tx.tenant_id())
-        .bind(id)
-        .fetch_optional(&mut **tx)
+    sqlx::query_as!(
+        TeamRow,
+        "SELECT id, name, slug, description, icon_url, color, lead_id, is_active, settings, created_at, updated_at \
+         FROM core.teams WHERE tenant_id = $1 AND id = $2",
+        tx.tenant_id(),
+        id,
+    )
+    .fetch_optional(&mut **tx)
         .await?
         .ok_or(ApiError::NotFound("team"))
 }
 
 async fn get_for_update(tx: &mut impl TenantTx, id: Uuid) -> Result<TeamRow, ApiError> {
-    sqlx::query_as(&format!(
-        "{TEAM_SELECT} WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
-    ))
-    .bind(tx.tenant_id())
-    .bind(id)
+    sqlx::query_as!(
+        TeamRow,
+        "SELECT id, name, slug, description, icon_url, color, lead_id, is_active, settings, created_at, updated_at \
+         FROM core.teams WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+        tx.tenant_id(),
+        id,
+    )
     .fetch_optional(&mut **tx)
     .await?
     .ok_or(ApiError::NotFound("team"))
@@ -119,13 +122,13 @@ fn slug_taken(err: sqlx::Error) -> ApiError {
     }
 }
 
-#[derive(sqlx::FromRow)]
+/// A membership with the member's name and e-mail.
 struct MemberRow {
     id: Uuid,
     team_id: Uuid,
     user_id: Uuid,
     team_role: String,
-    joined_at: Option<DateTime<Utc>>,
+    joined_at: DateTime<Utc>,
     added_by_id: Option<Uuid>,
     email: String,
     first_name: String,
@@ -139,7 +142,7 @@ impl MemberRow {
             team_id: self.team_id.to_string(),
             user_id: self.user_id.to_string(),
             team_role: enum_from_db(&self.team_role, "TEAM_ROLE_", TeamRole::from_str_name) as i32,
-            join_time: opt_timestamp(self.joined_at),
+            join_time: Some(timestamp(self.joined_at)),
             added_by_id: id_string(self.added_by_id),
             email: self.email,
             first_name: self.first_name,
@@ -147,10 +150,6 @@ impl MemberRow {
         }
     }
 }
-
-const MEMBER_SELECT: &str = "SELECT m.id, m.team_id, m.user_id, m.team_role, m.joined_at, m.added_by_id, \
-    u.email, u.first_name, u.last_name \
-    FROM core.team_members m JOIN core.users u ON u.tenant_id = m.tenant_id AND u.id = m.user_id";
 
 #[tonic::async_trait]
 impl TeamService for Svc {
@@ -175,19 +174,19 @@ impl TeamService for Svc {
             ensure_user_in_tenant(&mut tx, lead_id, "team.lead_id").await?;
         }
         let id = Uuid::now_v7();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO core.teams (id, tenant_id, name, slug, description, icon_url, color, lead_id, is_active, \
                  settings, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true, $9, now(), now())",
+            id,
+            tx.tenant_id(),
+            &name,
+            &slug,
+            description.as_deref(),
+            icon_url.as_deref(),
+            color.as_deref(),
+            lead_id,
+            settings.as_deref(),
         )
-        .bind(id)
-        .bind(tx.tenant_id())
-        .bind(&name)
-        .bind(&slug)
-        .bind(&description)
-        .bind(&icon_url)
-        .bind(&color)
-        .bind(lead_id)
-        .bind(&settings)
         .execute(&mut *tx)
         .await
         .map_err(slug_taken)?;
@@ -224,19 +223,22 @@ impl TeamService for Svc {
         v.finish()?;
         let pattern = query.as_deref().map(contains_pattern);
         let mut tx = self.db.read(ctx).await?;
-        let rows: Vec<TeamRow> = sqlx::query_as(&format!(
-            "{TEAM_SELECT} WHERE tenant_id = $1 \
+        let rows = sqlx::query_as!(
+            TeamRow,
+            "SELECT id, name, slug, description, icon_url, color, lead_id, is_active, settings, created_at, \
+                 updated_at \
+             FROM core.teams WHERE tenant_id = $1 \
                AND ($2 OR coalesce(is_active, false)) \
                AND ($3::text IS NULL OR name ILIKE $3 OR slug ILIKE $3) \
                AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5)) \
-             ORDER BY created_at, id LIMIT $6"
-        ))
-        .bind(tx.tenant_id())
-        .bind(req.include_archived)
-        .bind(pattern)
-        .bind(page.after_time())
-        .bind(page.after_id())
-        .bind(page.limit())
+             ORDER BY created_at, id LIMIT $6",
+            tx.tenant_id(),
+            req.include_archived,
+            pattern,
+            page.after_time(),
+            page.after_id(),
+            page.limit(),
+        )
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
@@ -286,7 +288,7 @@ impl TeamService for Svc {
         if let Some(Some(lead_id)) = lead_id {
             ensure_user_in_tenant(&mut tx, lead_id, "team.lead_id").await?;
         }
-        sqlx::query(
+        sqlx::query!(
             "UPDATE core.teams SET name = coalesce($3, name), slug = coalesce($4, slug), \
                  description = CASE WHEN $5 THEN $6 ELSE description END, \
                  icon_url = CASE WHEN $7 THEN $8 ELSE icon_url END, \
@@ -295,21 +297,21 @@ impl TeamService for Svc {
                  settings = CASE WHEN $13 THEN $14 ELSE settings END, \
                  updated_at = clock_timestamp() \
              WHERE tenant_id = $1 AND id = $2",
+            tx.tenant_id(),
+            id,
+            name,
+            slug,
+            description.is_some(),
+            description.flatten(),
+            icon_url.is_some(),
+            icon_url.flatten(),
+            color.is_some(),
+            color.flatten(),
+            lead_id.is_some(),
+            lead_id.flatten(),
+            settings.is_some(),
+            settings.flatten(),
         )
-        .bind(tx.tenant_id())
-        .bind(id)
-        .bind(name)
-        .bind(slug)
-        .bind(description.is_some())
-        .bind(description.flatten())
-        .bind(icon_url.is_some())
-        .bind(icon_url.flatten())
-        .bind(color.is_some())
-        .bind(color.flatten())
-        .bind(lead_id.is_some())
-        .bind(lead_id.flatten())
-        .bind(settings.is_some())
-        .bind(settings.flatten())
         .execute(&mut *tx)
         .await
         .map_err(slug_taken)?;
@@ -336,9 +338,11 @@ impl TeamService for Svc {
         if before.is_active == Some(false) {
             return Err(ApiError::precondition("TEAM_ARCHIVED", "team is already archived").into());
         }
-        sqlx::query("UPDATE core.teams SET is_active = false, updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2")
-            .bind(tx.tenant_id())
-            .bind(id)
+        sqlx::query!(
+            "UPDATE core.teams SET is_active = false, updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2",
+            tx.tenant_id(),
+            id,
+        )
             .execute(&mut *tx)
             .await
             .map_err(ApiError::from)?;
@@ -379,16 +383,16 @@ impl TeamService for Svc {
         }
         let user = crate::users::get(&mut tx, user_id).await?;
         let id = Uuid::now_v7();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO core.team_members (id, tenant_id, team_id, user_id, team_role, joined_at, added_by_id) \
              VALUES ($1, $2, $3, $4, $5, now(), $6)",
+            id,
+            tx.tenant_id(),
+            team_id,
+            user_id,
+            &role,
+            ctx.user_id,
         )
-        .bind(id)
-        .bind(tx.tenant_id())
-        .bind(team_id)
-        .bind(user_id)
-        .bind(&role)
-        .bind(ctx.user_id)
         .execute(&mut *tx)
         .await
         .map_err(|e| match ApiError::from(e) {
@@ -397,11 +401,15 @@ impl TeamService for Svc {
             }
             other => other,
         })?;
-        let member: MemberRow = sqlx::query_as(&format!(
-            "{MEMBER_SELECT} WHERE m.tenant_id = $1 AND m.id = $2"
-        ))
-        .bind(tx.tenant_id())
-        .bind(id)
+        let member = sqlx::query_as!(
+            MemberRow,
+            "SELECT m.id, m.team_id, m.user_id, m.team_role, m.joined_at, m.added_by_id, \
+                 u.email, u.first_name, u.last_name \
+             FROM core.team_members m JOIN core.users u ON u.tenant_id = m.tenant_id AND u.id = m.user_id \
+             WHERE m.tenant_id = $1 AND m.id = $2",
+            tx.tenant_id(),
+            id,
+        )
         .fetch_one(&mut *tx)
         .await
         .map_err(ApiError::from)?;
@@ -427,12 +435,12 @@ impl TeamService for Svc {
         v.finish()?;
         let mut tx = self.write_tx(ctx).await?;
         let team = get_for_update(&mut tx, team_id).await?;
-        let removed: Option<String> = sqlx::query_scalar(
+        let removed = sqlx::query_scalar!(
             "DELETE FROM core.team_members WHERE tenant_id = $1 AND team_id = $2 AND user_id = $3 RETURNING team_role",
+            tx.tenant_id(),
+            team_id,
+            user_id,
         )
-        .bind(tx.tenant_id())
-        .bind(team_id)
-        .bind(user_id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(ApiError::from)?;
@@ -458,21 +466,25 @@ impl TeamService for Svc {
         v.finish()?;
         let mut tx = self.db.read(ctx).await?;
         get(&mut tx, team_id).await?;
-        let rows: Vec<MemberRow> = sqlx::query_as(&format!(
-            "{MEMBER_SELECT} WHERE m.tenant_id = $1 AND m.team_id = $2 \
+        let rows = sqlx::query_as!(
+            MemberRow,
+            "SELECT m.id, m.team_id, m.user_id, m.team_role, m.joined_at, m.added_by_id, \
+                 u.email, u.first_name, u.last_name \
+             FROM core.team_members m JOIN core.users u ON u.tenant_id = m.tenant_id AND u.id = m.user_id \
+             WHERE m.tenant_id = $1 AND m.team_id = $2 \
                AND ($3::timestamptz IS NULL OR (m.joined_at, m.id) > ($3, $4)) \
-             ORDER BY m.joined_at, m.id LIMIT $5"
-        ))
-        .bind(tx.tenant_id())
-        .bind(team_id)
-        .bind(page.after_time())
-        .bind(page.after_id())
-        .bind(page.limit())
+             ORDER BY m.joined_at, m.id LIMIT $5",
+            tx.tenant_id(),
+            team_id,
+            page.after_time(),
+            page.after_id(),
+            page.limit(),
+        )
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
         let cursor = |m: &MemberRow| Cursor {
-            time: m.joined_at.unwrap_or_default(),
+            time: m.joined_at,
             id: m.id,
         };
         let (members, next_page_token) = page.finish(rows, cursor, MemberRow::into_proto);
