@@ -138,6 +138,15 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// Open, idle and maximum connections, for the pool gauges.
+    pub fn pool_stats(&self) -> crate::metrics::PoolStats {
+        crate::metrics::PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
+    }
 }
 
 /// Sets the tenant of an open transaction (after login has resolved it).

@@ -1,11 +1,12 @@
 //! What every CodeOps service shares: database access scoped to a tenant,
 //! the error type and its mapping to `Status`, request validation, the page
-//! token codec, the audit writer and the server bootstrap.
+//! token codec, the audit writer, metrics and the server bootstrap.
 
 pub mod audit;
 pub mod convert;
 pub mod db;
 pub mod error;
+pub mod metrics;
 pub mod pagination;
 pub mod server;
 pub mod validate;
@@ -13,5 +14,6 @@ pub mod validate;
 pub use audit::{Actor, AuditEntry};
 pub use db::{Db, DbOptions, Tx};
 pub use error::{ApiError, ApiResult};
+pub use metrics::{Counter, Metrics, PoolStats};
 pub use pagination::{Cursor, Page};
 pub use validate::Violations;
