@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use codeops::suite::{Keys, Service, Suite, SuiteConfig};
 use codeops_platform::DbOptions;
+use codeops_platform::pipeline::MessageLimits;
 use codeops_proto::identity::auth_service_client::AuthServiceClient;
 use codeops_proto::identity::role_service_client::RoleServiceClient;
 use codeops_proto::identity::user_service_client::UserServiceClient;
@@ -508,6 +509,7 @@ pub async fn login_pair(app: &TestApp, tenant_slug: &str, email: &str) -> (Strin
 pub struct KeyedIdentity {
     pub key: KeyPair,
     pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     channel: Channel,
     suite: Option<Suite>,
     /// Superuser pool on the database.
@@ -533,9 +535,10 @@ impl KeyedIdentity {
             bcrypt_cost: 4,
             bcrypt_threads: 0,
             operator_token: Some(OPERATOR_TOKEN.to_owned()),
+            limits: MessageLimits::default(),
         };
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
-        let suite = codeops::suite::start(&config, &[(Service::Identity, loopback)])
+        let suite = codeops::suite::start(&config, &[(Service::Identity, loopback)], loopback)
             .await
             .expect("start identity");
         let addr = suite.addr(Service::Identity).expect("identity address");
@@ -543,6 +546,7 @@ impl KeyedIdentity {
         KeyedIdentity {
             key,
             addr,
+            metrics_addr: suite.metrics_addr,
             channel: channel(addr),
             suite: Some(suite),
             pool,

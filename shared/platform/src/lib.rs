@@ -1,6 +1,7 @@
 //! What every CodeOps service shares: database access scoped to a tenant,
 //! the error type and its mapping to `Status`, request validation, the page
-//! token codec, the audit writer, metrics and the server bootstrap.
+//! token codec, the audit writer, the request pipeline, metrics and the
+//! server bootstrap.
 
 pub mod audit;
 pub mod convert;
@@ -8,6 +9,7 @@ pub mod db;
 pub mod error;
 pub mod metrics;
 pub mod pagination;
+pub mod pipeline;
 pub mod server;
 pub mod validate;
 

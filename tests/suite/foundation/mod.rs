@@ -1,7 +1,9 @@
 //! Foundation: schema and seeds, row-level security, what every port
-//! serves, the read RPCs across tenants, and the `codeops` binary.
+//! serves, the request pipeline in front of every port, the read RPCs
+//! across tenants, and the `codeops` binary.
 
 mod binary;
 mod grpc;
+mod pipeline;
 mod schema;
 mod security;
