@@ -261,14 +261,19 @@ impl Call {
         };
         let elapsed = self.started.elapsed();
         self.method.finished(code, elapsed);
-        let code = code_name(code);
-        self.span.record("code", code);
+        self.span.record("code", code_name(code));
         let _entered = self.span.enter();
         let elapsed_ms = elapsed.as_secs_f64() * 1e3;
-        if matches!(code, "UNKNOWN" | "INTERNAL" | "DATA_LOSS" | "UNAVAILABLE") {
-            tracing::warn!(code, elapsed_ms, "rpc failed");
+        // The server's own failures are worth a warning; a client's
+        // mistakes and refusals are routine.
+        let server_fault = matches!(
+            code,
+            Code::Unknown | Code::Internal | Code::DataLoss | Code::Unavailable
+        );
+        if server_fault {
+            tracing::warn!(elapsed_ms, "rpc failed");
         } else {
-            tracing::debug!(code, elapsed_ms, "rpc finished");
+            tracing::debug!(elapsed_ms, "rpc finished");
         }
     }
 }
