@@ -29,6 +29,7 @@ use anyhow::Context;
 use codeops::suite::{Keys, Service, SuiteConfig};
 use codeops_pgcluster::Cluster;
 use codeops_platform::DbOptions;
+use codeops_platform::pipeline::MessageLimits;
 use codeops_proto::identity::auth_service_client::AuthServiceClient;
 use codeops_proto::identity::user_service_client::UserServiceClient;
 use codeops_proto::identity::{CreateUserRequest, GetCurrentUserRequest, LoginRequest, User};
@@ -367,9 +368,10 @@ async fn bench(settings: &Settings, url: &str) -> anyhow::Result<Outcome> {
         bcrypt_cost: settings.bcrypt_cost,
         bcrypt_threads: 0,
         operator_token: None,
+        limits: MessageLimits::default(),
     };
     let loopback: SocketAddr = "127.0.0.1:0".parse()?;
-    let suite = codeops::suite::start(&config, &[(Service::Identity, loopback)]).await?;
+    let suite = codeops::suite::start(&config, &[(Service::Identity, loopback)], loopback).await?;
     let result = run_phases(
         settings,
         &config,

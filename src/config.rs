@@ -1,11 +1,13 @@
 //! Configuration: every setting is a flag and an environment variable
 //! (12-factor); the README has the table.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::Args;
+use clap::builder::RangedU64ValueParser;
 use codeops_platform::DbOptions;
+use codeops_platform::pipeline::MessageLimits;
 use codeops_tenant::TokenSettings;
 
 use crate::suite::{Keys, Service, SuiteConfig};
@@ -53,6 +55,32 @@ pub struct ServeArgs {
     pub planning_port: u16,
     #[arg(long, env = "CODEOPS_DECISION_PORT", default_value_t = 50053)]
     pub decision_port: u16,
+    /// Address `GET /metrics` (Prometheus) listens on; defaults to the gRPC
+    /// host.
+    #[arg(long, env = "CODEOPS_METRICS_HOST")]
+    pub metrics_host: Option<IpAddr>,
+    /// Port of `GET /metrics`, one for every service of the process; 0
+    /// picks a free one.
+    #[arg(long, env = "CODEOPS_METRICS_PORT", default_value_t = 9090)]
+    pub metrics_port: u16,
+    /// Largest request message (bytes on the wire); larger is
+    /// RESOURCE_EXHAUSTED. At most 4 MiB, what the generated servers decode.
+    #[arg(
+        long,
+        env = "CODEOPS_MAX_REQUEST_BYTES",
+        default_value_t = MessageLimits::DEFAULT_BYTES,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1024..=MessageLimits::DEFAULT_BYTES as u64)
+    )]
+    pub max_request_bytes: usize,
+    /// Largest response message (bytes on the wire); a larger one ends its
+    /// call with RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "CODEOPS_MAX_RESPONSE_BYTES",
+        default_value_t = MessageLimits::DEFAULT_BYTES,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1024..)
+    )]
+    pub max_response_bytes: usize,
     /// Ed25519 private key (PKCS#8 PEM, inline or a file path) identity signs with.
     #[arg(long, env = "CODEOPS_JWT_PRIVATE_KEY", hide_env_values = true)]
     pub jwt_private_key: Option<String>,
@@ -91,6 +119,11 @@ impl ServeArgs {
         }
     }
 
+    /// Where metrics listen: `CODEOPS_METRICS_HOST`, else `grpc_host`.
+    pub fn metrics_addr(&self, grpc_host: IpAddr) -> SocketAddr {
+        SocketAddr::new(self.metrics_host.unwrap_or(grpc_host), self.metrics_port)
+    }
+
     /// `ephemeral_key_ok`: generate a key pair when none is configured.
     pub fn suite_config(
         &self,
@@ -123,6 +156,10 @@ impl ServeArgs {
             bcrypt_cost: self.bcrypt_cost,
             bcrypt_threads: self.bcrypt_threads,
             operator_token: self.operator_token.clone(),
+            limits: MessageLimits {
+                max_request_bytes: self.max_request_bytes,
+                max_response_bytes: self.max_response_bytes,
+            },
         })
     }
 }

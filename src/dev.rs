@@ -61,11 +61,12 @@ async fn run_with(url: &str, db: &DbArgs, serve: &ServeArgs) -> anyhow::Result<(
         .iter()
         .map(|s| (*s, SocketAddr::new(host, serve.port(*s))))
         .collect();
-    let running = suite::start(&config, &services).await?;
+    let running = suite::start(&config, &services, serve.metrics_addr(host)).await?;
     println!("CodeOps is running:");
     for (service, addr) in &running.addrs {
         println!("  {:<9} {addr}", service.name());
     }
+    println!("  {:<9} http://{}/metrics", "metrics", running.metrics_addr);
     println!("Seeded logins (password: password123):");
     for (tenant, email, role) in SEEDED_LOGINS {
         println!("  {tenant:<7} {email:<18} {role}");

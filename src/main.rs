@@ -146,10 +146,11 @@ async fn serve_command(target: ServeTarget, db: DbArgs, serve: ServeArgs) -> any
         .iter()
         .map(|s| (*s, SocketAddr::new(serve.host, serve.port(*s))))
         .collect();
-    let running = suite::start(&config, &addrs).await?;
+    let running = suite::start(&config, &addrs, serve.metrics_addr(serve.host)).await?;
     for (service, addr) in &running.addrs {
         println!("{} listening on {addr}", service.name());
     }
+    println!("metrics on http://{}/metrics", running.metrics_addr);
     running.serve_until_signal().await
 }
 

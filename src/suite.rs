@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use codeops_platform::server::{self, AuthSettings, ServiceSpec};
+use codeops_platform::metrics::{self, Metrics};
+use codeops_platform::pipeline::MessageLimits;
+use codeops_platform::server::{self, AuthSettings, PipelineSettings, ServiceSpec};
 use codeops_platform::{Db, DbOptions, ServiceRole};
 use codeops_tenant::layer::operator_token_digest;
 use codeops_tenant::token::read_pem;
@@ -102,11 +104,15 @@ pub struct SuiteConfig {
     /// bcrypt threads; 0: all cores but one.
     pub bcrypt_threads: usize,
     pub operator_token: Option<String>,
+    /// Largest request and response messages.
+    pub limits: MessageLimits,
 }
 
 /// Running services; dropping the handle does not stop them, `shutdown` does.
 pub struct Suite {
     pub addrs: Vec<(Service, SocketAddr)>,
+    /// Where `GET /metrics` answers, for every service of the suite.
+    pub metrics_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     dbs: Vec<Db>,
@@ -162,10 +168,12 @@ impl Suite {
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds every listener first (a taken port fails before anything starts),
-/// then serves each service with its own pool.
+/// then serves each service with its own pool, and the metrics of all of
+/// them on `metrics_addr`.
 pub async fn start(
     config: &SuiteConfig,
     services: &[(Service, SocketAddr)],
+    metrics_addr: SocketAddr,
 ) -> anyhow::Result<Suite> {
     let mut listeners = Vec::new();
     for (service, addr) in services {
@@ -174,6 +182,9 @@ pub async fn start(
             .with_context(|| format!("cannot listen on {addr} for {}", service.name()))?;
         listeners.push((*service, listener));
     }
+    let metrics_listener = TcpListener::bind(metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {metrics_addr} for metrics"))?;
 
     let verifier = Arc::new(TokenVerifier::new(
         std::slice::from_ref(&config.keys.public),
@@ -183,13 +194,32 @@ pub async fn start(
         verifier,
         operator_token_sha256: config.operator_token.as_deref().map(operator_token_digest),
     };
+    let pipeline = PipelineSettings {
+        metrics: Metrics::new(),
+        limits: config.limits,
+    };
     let (stop, stopped) = watch::channel(false);
     let mut suite = Suite {
         addrs: Vec::new(),
+        metrics_addr: metrics_listener.local_addr()?,
         stop,
         tasks: Vec::new(),
         dbs: Vec::new(),
     };
+    let shutdown = {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    tracing::info!(addr = %suite.metrics_addr, "serving metrics");
+    suite.tasks.push(tokio::spawn({
+        let metrics = pipeline.metrics.clone();
+        async move {
+            metrics::endpoint::serve(metrics_listener, metrics, shutdown).await;
+            Ok(())
+        }
+    }));
     for (service, listener) in listeners {
         let db = Db::connect(&config.db, service.role()).await?;
         let spec = spec(service, db.clone(), config)?;
@@ -199,9 +229,10 @@ pub async fn start(
             let _ = stopped.wait_for(|stop| *stop).await;
         };
         let auth = auth.clone();
+        let pipeline = pipeline.clone();
         suite.dbs.push(db.clone());
         suite.tasks.push(tokio::spawn(async move {
-            server::serve(listener, spec, auth, db, shutdown)
+            server::serve(listener, spec, auth, pipeline, db, shutdown)
                 .await
                 .with_context(|| format!("{} server failed", service.name()))
         }));

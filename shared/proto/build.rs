@@ -1,5 +1,9 @@
 //! Compiles `proto/` with protox (a pure-Rust protobuf compiler), so a fresh
 //! clone builds without a system `protoc`.
+//!
+//! The descriptor set reflection serves also holds `google/rpc/error_details.proto`
+//! (vendored from googleapis), so grpcurl can render the error details every
+//! non-OK status carries; its Rust types come from tonic-types, not from here.
 
 use std::path::PathBuf;
 
@@ -14,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "codeops/identity/v1/audit.proto",
         "codeops/planning/v1/planning.proto",
         "codeops/decision/v1/decision.proto",
+        "google/rpc/error_details.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
     for path in &paths {
@@ -26,6 +31,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure()
+        // google.rpc is described for reflection only: tonic-types already
+        // has its Rust types, so none are generated here.
+        .extern_path(".google.rpc", "::tonic_types::pb")
         .build_client(true)
         .build_server(true)
         // Secrets (passwords, tokens) must never reach a log line.

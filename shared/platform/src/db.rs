@@ -74,18 +74,9 @@ pub enum DbError {
     Privileged(String),
 }
 
-/// Sizes of a pool, for the metrics.
-#[derive(Clone, Copy, Debug)]
-pub struct PoolStats {
-    pub size: u32,
-    pub idle: usize,
-    pub max: u32,
-}
-
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
-    max_connections: u32,
 }
 
 impl Db {
@@ -128,10 +119,7 @@ impl Db {
             .connect_with(connect)
             .await
             .map_err(|source| DbError::Connect { target, source })?;
-        let db = Db {
-            pool,
-            max_connections: options.max_connections,
-        };
+        let db = Db { pool };
         db.check_unprivileged().await?;
         Ok(db)
     }
@@ -212,16 +200,17 @@ impl Db {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 
-    pub fn pool_stats(&self) -> PoolStats {
-        PoolStats {
-            size: self.pool.size(),
-            idle: self.pool.num_idle(),
-            max: self.max_connections,
-        }
-    }
-
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Open, idle and maximum connections, for the pool gauges.
+    pub fn pool_stats(&self) -> crate::metrics::PoolStats {
+        crate::metrics::PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
     }
 }
 

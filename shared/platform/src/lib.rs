@@ -1,17 +1,21 @@
 //! What every CodeOps service shares: database access scoped to a tenant,
 //! the error type and its mapping to `Status`, request validation, the page
-//! token codec, the audit writer and the server bootstrap.
+//! token codec, the audit writer, the request pipeline, metrics and the
+//! server bootstrap.
 
 pub mod audit;
 pub mod convert;
 pub mod db;
 pub mod error;
+pub mod metrics;
 pub mod pagination;
+pub mod pipeline;
 pub mod server;
 pub mod validate;
 
 pub use audit::{Actor, AuditAction, AuditEntry};
 pub use db::{Db, DbOptions, ReadTx, ServiceRole, TenantTx, WriteTx};
 pub use error::{ApiError, ApiResult, Problem};
+pub use metrics::{Counter, Metrics};
 pub use pagination::{Cursor, Page};
 pub use validate::Violations;

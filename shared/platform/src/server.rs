@@ -1,12 +1,15 @@
 //! The one server bootstrap every service goes through. It always adds the
-//! auth layer (request ids, tokens, permissions, tracing spans), health,
-//! reflection (v1 and v1alpha) and gzip, so no service can forget one.
+//! request pipeline (request ids, tracing spans, panic catching, message
+//! limits, metrics), then the auth layer (tokens, permissions), health,
+//! reflection (v1 and v1alpha, error details included) and the HTTP/2
+//! limits, so no service can forget one.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use codeops_tenant::{Access, AccessTable, AuthConfig, AuthLayer, MethodAccess, TokenVerifier};
+use prost::Message;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
@@ -14,9 +17,29 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::pipeline::{MessageLimits, PipelineLayer};
 
 /// How often health re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+// HTTP/2 limits of every port. A client that opens more streams than
+// `MAX_CONCURRENT_STREAMS` on one connection has the extra ones refused
+// (REFUSED_STREAM) instead of each holding a task and buffers; hyper's
+// defaults bound the rest (16 KiB header lists, 16 KiB frames, 1 MiB flow
+// control windows per stream and per connection, 20 streams reset before
+// being accepted, 1024 locally reset streams per connection).
+/// Streams in flight per connection.
+pub const MAX_CONCURRENT_STREAMS: u32 = 200;
+/// How often an idle connection is pinged, and how long the answer may
+/// take before the connection is closed: a vanished peer's streams are
+/// released instead of waiting on TCP.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keepalive, for peers that vanish without a FIN.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// The largest header list a request may send (hyper's default, stated).
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 /// What a service crate hands to the bootstrap.
 pub struct ServiceSpec {
@@ -50,12 +73,21 @@ pub fn access_table(spec_access: &[MethodAccess]) -> AccessTable {
     table
 }
 
+/// What every service's request pipeline needs.
+#[derive(Clone, Default)]
+pub struct PipelineSettings {
+    /// The process's metrics; the port's RPCs and pool are counted here.
+    pub metrics: Metrics,
+    pub limits: MessageLimits,
+}
+
 /// Serves one service on `listener` until `shutdown` resolves. Health turns
 /// NOT_SERVING first, then in-flight calls finish.
 pub async fn serve(
     listener: TcpListener,
     spec: ServiceSpec,
     auth: AuthSettings,
+    pipeline: PipelineSettings,
     db: Db,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -68,6 +100,8 @@ pub async fn serve(
     ));
 
     // Reflection lists what this port serves, not every CodeOps service.
+    // It describes google.rpc's error details too (in the CodeOps
+    // descriptor set), so grpcurl can print the details of an error.
     let reflection = || {
         spec.grpc_services.iter().fold(
             tonic_reflection::server::Builder::configure()
@@ -84,7 +118,12 @@ pub async fn serve(
         .build_v1alpha()
         .expect("descriptor sets are generated at build time and valid");
 
-    let layer = AuthLayer::new(AuthConfig {
+    let rpc_metrics = pipeline
+        .metrics
+        .register_rpc(spec.name, served_methods(spec.grpc_services));
+    pipeline.metrics.register_pool(spec.name, db.clone());
+    let pipeline = PipelineLayer::new(spec.name, rpc_metrics, pipeline.limits);
+    let auth = AuthLayer::new(AuthConfig {
         verifier: auth.verifier,
         table: access_table(spec.access),
         operator_token_sha256: auth.operator_token_sha256,
@@ -100,7 +139,14 @@ pub async fn serve(
     let grpc_services = spec.grpc_services;
     let shutdown_reporter = reporter.clone();
     let result = tonic::transport::Server::builder()
-        .layer(layer)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .tcp_keepalive(Some(TCP_KEEPALIVE))
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        // Outermost first: the pipeline sees every request, refused or not.
+        .layer(pipeline)
+        .layer(auth)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
@@ -110,6 +156,44 @@ pub async fn serve(
     watcher.abort();
     tracing::info!(service = spec.name, "stopped");
     result
+}
+
+/// The infrastructure services every port serves besides its own.
+const INFRASTRUCTURE_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Every method path (`/package.Service/Method`) a port serving
+/// `grpc_services` answers, from the descriptor sets: the methods the
+/// metrics name (anything else is counted as unknown).
+fn served_methods(grpc_services: &[&str]) -> Vec<String> {
+    let descriptor_sets = [
+        codeops_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut methods = Vec::new();
+    for encoded in descriptor_sets {
+        let set = prost_types::FileDescriptorSet::decode(encoded)
+            .expect("descriptor sets are generated at build time and valid");
+        for file in &set.file {
+            for service in &file.service {
+                let name = format!("{}.{}", file.package(), service.name());
+                if !grpc_services.contains(&name.as_str())
+                    && !INFRASTRUCTURE_SERVICES.contains(&name.as_str())
+                {
+                    continue;
+                }
+                for method in &service.method {
+                    methods.push(format!("/{name}/{}", method.name()));
+                }
+            }
+        }
+    }
+    methods
 }
 
 async fn set_status(reporter: &HealthReporter, services: &[&str], status: ServingStatus) {

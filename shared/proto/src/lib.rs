@@ -6,7 +6,8 @@
 
 use std::fmt;
 
-/// Every CodeOps proto file, encoded as a `FileDescriptorSet`.
+/// Every CodeOps proto file, `google/rpc/error_details.proto` and the
+/// well-known types they import, encoded as a `FileDescriptorSet`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/codeops_descriptor.bin"));
 

@@ -1,5 +1,7 @@
 //! What a handler knows about its caller.
 
+use std::collections::HashMap;
+
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use uuid::Uuid;
@@ -50,6 +52,51 @@ pub struct OperatorContext {
     pub meta: RequestMeta,
 }
 
+/// The `ErrorInfo.domain` of every CodeOps error.
+pub const ERROR_DOMAIN: &str = "codeops";
+
+/// Why a call was refused as `UNAUTHENTICATED`: the `ErrorInfo` reason tells
+/// a client what to do next (AIP-193).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No bearer token (no or blank `authorization`): send one.
+    TokenMissing,
+    /// A token we signed whose `exp` has passed: refresh it and retry.
+    TokenExpired,
+    /// Any other bad token (forged, tampered, other audience, not yet
+    /// valid, unknown key): log in again.
+    TokenInvalid,
+    /// An operator method without the right operator credential.
+    OperatorCredentialRequired,
+}
+
+impl AuthFailure {
+    /// The stable `ErrorInfo.reason`.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            AuthFailure::TokenMissing => "TOKEN_MISSING",
+            AuthFailure::TokenExpired => "TOKEN_EXPIRED",
+            AuthFailure::TokenInvalid => "TOKEN_INVALID",
+            AuthFailure::OperatorCredentialRequired => "OPERATOR_CREDENTIAL_REQUIRED",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            AuthFailure::TokenMissing => "access token missing",
+            AuthFailure::TokenExpired => "access token expired; refresh it",
+            AuthFailure::TokenInvalid => "access token invalid; log in again",
+            AuthFailure::OperatorCredentialRequired => "operator credential required",
+        }
+    }
+
+    /// `UNAUTHENTICATED` with this reason in an `ErrorInfo` detail.
+    pub fn status(self) -> Status {
+        let details = ErrorDetails::with_error_info(self.reason(), ERROR_DOMAIN, HashMap::new());
+        Status::with_error_details(Code::Unauthenticated, self.message(), details)
+    }
+}
+
 /// `PERMISSION_DENIED` with the missing permission codes in an `ErrorInfo`
 /// detail (`metadata.permission`), so clients can tell what to ask for.
 pub fn permission_denied(missing: &[Permission]) -> Status {
@@ -60,7 +107,7 @@ pub fn permission_denied(missing: &[Permission]) -> Status {
         .join(",");
     let details = ErrorDetails::with_error_info(
         "PERMISSION_MISSING",
-        "codeops",
+        ERROR_DOMAIN,
         [("permission".to_owned(), codes.clone())],
     );
     Status::with_error_details(
@@ -76,7 +123,8 @@ pub trait RequestExt {
     fn tenant(&self) -> Result<&TenantContext, Status>;
     /// The caller of an operator RPC.
     fn operator(&self) -> Result<&OperatorContext, Status>;
-    /// Request id, peer and user agent; present on every request.
+    /// Request id, peer and user agent; the request pipeline puts them on
+    /// every request.
     fn meta(&self) -> RequestMeta;
 }
 
@@ -84,13 +132,13 @@ impl<T> RequestExt for tonic::Request<T> {
     fn tenant(&self) -> Result<&TenantContext, Status> {
         self.extensions()
             .get::<TenantContext>()
-            .ok_or_else(|| Status::unauthenticated("missing or invalid access token"))
+            .ok_or_else(|| AuthFailure::TokenMissing.status())
     }
 
     fn operator(&self) -> Result<&OperatorContext, Status> {
         self.extensions()
             .get::<OperatorContext>()
-            .ok_or_else(|| Status::unauthenticated("operator credential required"))
+            .ok_or_else(|| AuthFailure::OperatorCredentialRequired.status())
     }
 
     fn meta(&self) -> RequestMeta {

@@ -1,5 +1,8 @@
-//! The tower layer in front of every service: request ids, token
-//! verification, the per-method permission check and the tracing span.
+//! The auth layer: token verification and the per-method permission check,
+//! nothing else. It runs inside the request pipeline
+//! (`codeops_platform::pipeline`), which has already given the request its
+//! [`RequestMeta`] and opened the RPC's tracing span; this layer records the
+//! caller's tenant and user into that span.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -7,22 +10,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use sha2::{Digest, Sha256};
-use tonic::Status;
-use tonic::transport::server::TcpConnectInfo;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 use tower_layer::Layer;
 use tower_service::Service;
-use tracing::Instrument;
-use uuid::Uuid;
 
-use crate::context::{OperatorContext, RequestMeta, TenantContext, permission_denied};
+use crate::context::{
+    AuthFailure, ERROR_DOMAIN, OperatorContext, RequestMeta, TenantContext, permission_denied,
+};
 use crate::permission::{Permission, PermissionSet};
-use crate::token::TokenVerifier;
-
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-const MAX_REQUEST_ID_LEN: usize = 128;
-const MAX_USER_AGENT_LEN: usize = 255;
+use crate::token::{TokenError, TokenVerifier};
 
 /// Who may call a method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +119,7 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
     ReqBody: Send + 'static,
     ResBody: Default + Send + 'static,
 {
@@ -136,70 +136,34 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
 
-        let meta = request_meta(&req);
-        let request_id = HeaderValue::from_str(&meta.request_id)
-            .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-        let span = tracing::info_span!(
-            "rpc",
-            method = %req.uri().path(),
-            request_id = %meta.request_id,
-            tenant_id = tracing::field::Empty,
-            user_id = tracing::field::Empty,
-        );
-        let outcome = authorize(&self.config, &req, meta.clone());
-        req.extensions_mut().insert(meta);
-
-        Box::pin(
-            async move {
-                let mut response = match outcome {
-                    Err(status) => {
-                        tracing::info!(code = ?status.code(), "rejected: {}", status.message());
-                        status.into_http()
-                    }
-                    Ok(caller) => {
-                        match caller {
-                            Caller::Anonymous => {}
-                            Caller::Operator(ctx) => {
-                                req.extensions_mut().insert(ctx);
-                            }
-                            Caller::Tenant(ctx) => {
-                                let span = tracing::Span::current();
-                                span.record("tenant_id", tracing::field::display(ctx.tenant_id));
-                                span.record("user_id", tracing::field::display(ctx.user_id));
-                                req.extensions_mut().insert(*ctx);
-                            }
-                        }
-                        match CatchPanic(Box::pin(inner.call(req))).await {
-                            Ok(result) => result?,
-                            Err(()) => {
-                                tracing::error!("handler panicked");
-                                Status::internal("internal error").into_http()
-                            }
-                        }
-                    }
-                };
-                response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
-                Ok(response)
+        // The pipeline always puts it there; a bare layer (unit tests, a
+        // server built without the pipeline) still works without one.
+        let meta = req
+            .extensions()
+            .get::<RequestMeta>()
+            .cloned()
+            .unwrap_or_default();
+        let caller = match authorize(&self.config, &req, meta) {
+            Ok(caller) => caller,
+            Err(status) => {
+                tracing::info!(code = ?status.code(), "rejected: {}", status.message());
+                return Box::pin(std::future::ready(Ok(status.into_http())));
             }
-            .instrument(span),
-        )
-    }
-}
-
-/// Turns a panic while polling the handler into `Err(())`: one bad request
-/// answers INTERNAL instead of taking its connection down with it.
-struct CatchPanic<F>(Pin<Box<F>>);
-
-impl<F: Future> Future for CatchPanic<F> {
-    type Output = Result<F::Output, ()>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.0.as_mut();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(_) => Poll::Ready(Err(())),
+        };
+        match caller {
+            Caller::Anonymous => {}
+            Caller::Operator(ctx) => {
+                req.extensions_mut().insert(ctx);
+            }
+            Caller::Tenant(ctx) => {
+                // The pipeline's span declared these fields empty.
+                let span = tracing::Span::current();
+                span.record("tenant_id", tracing::field::display(ctx.tenant_id));
+                span.record("user_id", tracing::field::display(ctx.user_id));
+                req.extensions_mut().insert(*ctx);
+            }
         }
+        Box::pin(inner.call(req))
     }
 }
 
@@ -218,7 +182,7 @@ fn authorize<B>(
     let access = config
         .table
         .lookup(path)
-        .ok_or_else(|| Status::unimplemented(format!("unknown method {path}")))?;
+        .ok_or_else(|| method_not_found(path))?;
     let required = match access {
         Access::Public => return Ok(Caller::Anonymous),
         Access::Operator => {
@@ -227,10 +191,13 @@ fn authorize<B>(
         Access::Authenticated => None,
         Access::Require(permission) => Some(permission),
     };
-    let token = bearer(req).ok_or_else(unauthenticated)?;
+    let token = bearer(req).ok_or_else(|| AuthFailure::TokenMissing.status())?;
     let claims = config.verifier.verify(token).map_err(|err| {
         tracing::debug!(error = %err, "access token refused");
-        unauthenticated()
+        match err {
+            TokenError::Expired => AuthFailure::TokenExpired.status(),
+            TokenError::Invalid(_) | TokenError::UnknownKey => AuthFailure::TokenInvalid.status(),
+        }
     })?;
     let permissions: PermissionSet = claims
         .perms
@@ -257,10 +224,8 @@ fn authorize<B>(
 fn operator<B>(config: &AuthConfig, req: &Request<B>, meta: RequestMeta) -> Result<Caller, Status> {
     let expected = config
         .operator_token_sha256
-        .ok_or_else(|| Status::permission_denied("operator methods are disabled"))?;
-    let presented = bearer(req)
-        .filter(|token| !token.is_empty())
-        .ok_or_else(|| Status::unauthenticated("operator credential required"))?;
+        .ok_or_else(operator_methods_disabled)?;
+    let presented = bearer(req).ok_or_else(|| AuthFailure::OperatorCredentialRequired.status())?;
     let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
     // Constant-time comparison of the digests.
     let diff = expected
@@ -268,57 +233,49 @@ fn operator<B>(config: &AuthConfig, req: &Request<B>, meta: RequestMeta) -> Resu
         .zip(presented.iter())
         .fold(0u8, |acc, (a, b)| acc | (a ^ b));
     if diff != 0 {
-        return Err(Status::unauthenticated("operator credential required"));
+        return Err(AuthFailure::OperatorCredentialRequired.status());
     }
     Ok(Caller::Operator(OperatorContext { meta }))
 }
 
-fn unauthenticated() -> Status {
-    Status::unauthenticated("missing or invalid access token")
+/// `UNIMPLEMENTED` for a path no access row names: the method does not
+/// exist here, or exists without a declared permission.
+fn method_not_found(path: &str) -> Status {
+    let details = ErrorDetails::with_error_info(
+        "METHOD_NOT_FOUND",
+        ERROR_DOMAIN,
+        [("method".to_owned(), path.to_owned())],
+    );
+    Status::with_error_details(
+        Code::Unimplemented,
+        format!("unknown method {path}"),
+        details,
+    )
 }
 
+/// `PERMISSION_DENIED` for an operator method while no operator credential
+/// is configured: no credential could succeed.
+fn operator_methods_disabled() -> Status {
+    let details =
+        ErrorDetails::with_error_info("OPERATOR_METHODS_DISABLED", ERROR_DOMAIN, HashMap::new());
+    Status::with_error_details(
+        Code::PermissionDenied,
+        "operator methods are disabled",
+        details,
+    )
+}
+
+/// The bearer token of `authorization`; `None` when there is none or it is
+/// blank, which is a missing token rather than an invalid one.
 fn bearer<B>(req: &Request<B>) -> Option<&str> {
     let value = req
         .headers()
         .get(http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-fn request_meta<B>(req: &Request<B>) -> RequestMeta {
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN)
-        .filter(|v| v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| Uuid::new_v4().to_string());
-    let peer_ip = req
-        .extensions()
-        .get::<TcpConnectInfo>()
-        .and_then(|info| info.remote_addr())
-        .map(|addr| addr.ip().to_string());
-    let user_agent = req
-        .headers()
-        .get(http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| truncate(v, MAX_USER_AGENT_LEN));
-    RequestMeta {
-        request_id,
-        peer_ip,
-        user_agent,
-    }
-}
-
-fn truncate(value: &str, max: usize) -> String {
-    let mut end = value.len().min(max);
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    value[..end].to_owned()
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// SHA-256 of an operator credential, as `AuthConfig` wants it.
@@ -331,13 +288,13 @@ mod tests {
     use std::convert::Infallible;
 
     use super::*;
-    use crate::token::{KeyPair, TokenSettings};
+    use crate::token::{KeyPair, Subject, TokenSettings, TokenSigner};
 
-    /// A handler that panics while handling the request.
+    /// The handler behind the layer: answers with what the layer gave it.
     #[derive(Clone)]
-    struct Panicking;
+    struct Handler;
 
-    impl Service<Request<()>> for Panicking {
+    impl Service<Request<()>> for Handler {
         type Response = Response<String>;
         type Error = Infallible;
         type Future = BoxFuture<Result<Response<String>, Infallible>>;
@@ -346,79 +303,199 @@ mod tests {
             Poll::Ready(Ok(()))
         }
 
-        fn call(&mut self, _req: Request<()>) -> Self::Future {
-            Box::pin(async { panic!("handler bug") })
+        fn call(&mut self, req: Request<()>) -> Self::Future {
+            let user = req
+                .extensions()
+                .get::<TenantContext>()
+                .map(|ctx| format!("{} {}", ctx.user_id, ctx.meta.request_id))
+                .unwrap_or_default();
+            let operator = req.extensions().get::<OperatorContext>().is_some();
+            Box::pin(async move { Ok(Response::new(format!("user={user} operator={operator}"))) })
         }
     }
 
-    fn layer(rows: &[MethodAccess]) -> AuthLayer {
-        layer_with_operator(rows, None)
+    struct Fixture {
+        layer: AuthLayer,
+        signer: TokenSigner,
     }
 
-    fn layer_with_operator(rows: &[MethodAccess], operator: Option<&str>) -> AuthLayer {
+    fn fixture(rows: &[MethodAccess], operator: Option<&str>) -> Fixture {
         let keys = KeyPair::generate().expect("key pair");
         let verifier =
             TokenVerifier::new(&[keys.public_key()], &TokenSettings::default()).expect("verifier");
+        let signer = TokenSigner::new(&keys, TokenSettings::default()).expect("signer");
         let mut table = AccessTable::default();
         table.extend(rows);
-        AuthLayer::new(AuthConfig {
+        let layer = AuthLayer::new(AuthConfig {
             verifier: Arc::new(verifier),
             table,
             operator_token_sha256: operator.map(operator_token_digest),
-        })
+        });
+        Fixture { layer, signer }
     }
 
-    fn request(path: &str) -> Request<()> {
-        Request::builder()
-            .uri(path)
-            .header(REQUEST_ID_HEADER, "req-1")
-            .body(())
-            .expect("request")
+    impl Fixture {
+        fn token(&self, permissions: &[&str]) -> (String, uuid::Uuid) {
+            let user_id = uuid::Uuid::new_v4();
+            let (token, _) = self
+                .signer
+                .sign(Subject {
+                    user_id,
+                    tenant_id: uuid::Uuid::new_v4(),
+                    role: "ENGINEER",
+                    permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+                    name: "Carol".into(),
+                    email: "carol@example.test".into(),
+                })
+                .expect("sign");
+            (token, user_id)
+        }
+
+        async fn call(&self, request: Request<()>) -> Response<String> {
+            self.layer
+                .layer(Handler)
+                .call(request)
+                .await
+                .expect("a response")
+        }
+    }
+
+    fn request(path: &str, authorization: Option<&str>) -> Request<()> {
+        let mut builder = Request::builder().uri(path);
+        if let Some(value) = authorization {
+            builder = builder.header(http::header::AUTHORIZATION, value);
+        }
+        let mut request = builder.body(()).expect("request");
+        request.extensions_mut().insert(RequestMeta {
+            request_id: "req-1".into(),
+            ..RequestMeta::default()
+        });
+        request
+    }
+
+    /// Code and `ErrorInfo` reason of a refusal.
+    fn refusal(response: &Response<String>) -> (Code, String) {
+        let status = Status::from_header_map(response.headers()).expect("a grpc-status");
+        let info = status
+            .get_details_error_info()
+            .expect("an ErrorInfo detail");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        (status.code(), info.reason)
+    }
+
+    const READ_USERS: &str = "/x.v1.S/ReadUsers";
+
+    fn rows() -> [MethodAccess; 2] {
+        [
+            MethodAccess::new(READ_USERS, Access::Require(Permission::UserRead)),
+            MethodAccess::new("/x.v1.S/Operate", Access::Operator),
+        ]
     }
 
     #[tokio::test]
-    async fn a_panicking_handler_answers_internal_with_the_request_id() {
-        let mut service = layer(&[MethodAccess::new("/x.v1.S/M", Access::Public)]).layer(Panicking);
-        let response = service
-            .call(request("/x.v1.S/M"))
-            .await
-            .expect("a response");
-        assert_eq!(response.headers()["grpc-status"], "13");
-        assert_eq!(response.headers()[REQUEST_ID_HEADER], "req-1");
+    async fn an_allowed_call_reaches_the_handler_with_its_tenant_context_and_request_meta() {
+        let fixture = fixture(&rows(), None);
+        let (token, user_id) = fixture.token(&["user.read"]);
+        let response = fixture
+            .call(request(READ_USERS, Some(&format!("Bearer {token}"))))
+            .await;
+        assert_eq!(
+            response.body(),
+            &format!("user={user_id} req-1 operator=false")
+        );
     }
 
     #[tokio::test]
-    async fn an_operator_method_without_a_credential_is_unauthenticated_even_if_one_is_empty() {
-        let rows = [MethodAccess::new("/x.v1.S/M", Access::Operator)];
-        let mut service = layer_with_operator(&rows, Some("")).layer(Panicking);
-        let response = service
-            .call(request("/x.v1.S/M"))
-            .await
-            .expect("a response");
-        assert_eq!(response.headers()["grpc-status"], "16");
+    async fn no_authorization_is_token_missing() {
+        let fixture = fixture(&rows(), None);
+        let response = fixture.call(request(READ_USERS, None)).await;
+        assert_eq!(
+            refusal(&response),
+            (Code::Unauthenticated, "TOKEN_MISSING".into())
+        );
     }
 
     #[tokio::test]
-    async fn an_undeclared_method_is_unimplemented() {
-        let mut service = layer(&[]).layer(Panicking);
-        let response = service
-            .call(request("/x.v1.S/M"))
-            .await
-            .expect("a response");
-        assert_eq!(response.headers()["grpc-status"], "12");
+    async fn a_blank_or_non_bearer_authorization_is_token_missing() {
+        let fixture = fixture(&rows(), None);
+        for value in ["Bearer", "Bearer    ", "Basic dXNlcjpwYXNz"] {
+            let response = fixture.call(request(READ_USERS, Some(value))).await;
+            assert_eq!(
+                refusal(&response),
+                (Code::Unauthenticated, "TOKEN_MISSING".into()),
+                "{value:?}"
+            );
+        }
     }
 
     #[tokio::test]
-    async fn a_declared_method_without_a_token_is_unauthenticated() {
-        let rows = [MethodAccess::new(
-            "/x.v1.S/M",
-            Access::Require(Permission::UserRead),
-        )];
-        let mut service = layer(&rows).layer(Panicking);
-        let response = service
-            .call(request("/x.v1.S/M"))
-            .await
-            .expect("a response");
-        assert_eq!(response.headers()["grpc-status"], "16");
+    async fn a_malformed_or_foreign_token_is_token_invalid() {
+        let other_keys = fixture(&rows(), None);
+        let (foreign, _) = other_keys.token(&["user.read"]);
+        let fixture = fixture(&rows(), None);
+        for token in ["not-a-jwt", foreign.as_str()] {
+            let response = fixture
+                .call(request(READ_USERS, Some(&format!("Bearer {token}"))))
+                .await;
+            assert_eq!(
+                refusal(&response),
+                (Code::Unauthenticated, "TOKEN_INVALID".into())
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_without_the_permission_is_permission_missing() {
+        let fixture = fixture(&rows(), None);
+        let (token, _) = fixture.token(&["team.read"]);
+        let response = fixture
+            .call(request(READ_USERS, Some(&format!("Bearer {token}"))))
+            .await;
+        assert_eq!(
+            refusal(&response),
+            (Code::PermissionDenied, "PERMISSION_MISSING".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn an_undeclared_method_is_unimplemented_method_not_found() {
+        let fixture = fixture(&[], None);
+        let response = fixture.call(request("/x.v1.S/M", None)).await;
+        assert_eq!(
+            refusal(&response),
+            (Code::Unimplemented, "METHOD_NOT_FOUND".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn operator_methods_are_disabled_without_a_configured_credential() {
+        let fixture = fixture(&rows(), None);
+        let response = fixture
+            .call(request("/x.v1.S/Operate", Some("Bearer anything-at-all")))
+            .await;
+        assert_eq!(
+            refusal(&response),
+            (Code::PermissionDenied, "OPERATOR_METHODS_DISABLED".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn an_operator_method_without_the_right_credential_is_unauthenticated() {
+        let fixture = fixture(&rows(), Some("the-operator-credential"));
+        for value in [None, Some("Bearer "), Some("Bearer wrong-credential-value")] {
+            let response = fixture.call(request("/x.v1.S/Operate", value)).await;
+            assert_eq!(
+                refusal(&response),
+                (Code::Unauthenticated, "OPERATOR_CREDENTIAL_REQUIRED".into()),
+                "{value:?}"
+            );
+        }
+        let response = fixture
+            .call(request(
+                "/x.v1.S/Operate",
+                Some("Bearer the-operator-credential"),
+            ))
+            .await;
+        assert_eq!(response.body(), "user= operator=true");
     }
 }

@@ -1,13 +1,19 @@
 //! The tenant-context layer every CodeOps service stands behind: it turns an
 //! `authorization: Bearer` access token into a [`TenantContext`], checks the
-//! permission each method declares, and carries the request id.
+//! permission each method declares, and hands handlers the request's
+//! metadata (request id, peer, user agent) the request pipeline gathered.
 
 pub mod context;
 pub mod layer;
 pub mod permission;
 pub mod token;
 
-pub use context::{OperatorContext, RequestExt, RequestMeta, TenantContext, permission_denied};
-pub use layer::{Access, AccessTable, AuthConfig, AuthLayer, MethodAccess, REQUEST_ID_HEADER};
+pub use context::{
+    AuthFailure, ERROR_DOMAIN, OperatorContext, RequestExt, RequestMeta, TenantContext,
+    permission_denied,
+};
+pub use layer::{Access, AccessTable, AuthConfig, AuthLayer, MethodAccess};
 pub use permission::{Permission, PermissionSet};
-pub use token::{Claims, KeyPair, PublicKey, Subject, TokenSettings, TokenSigner, TokenVerifier};
+pub use token::{
+    Claims, KeyPair, PublicKey, Subject, TokenError, TokenSettings, TokenSigner, TokenVerifier,
+};

@@ -218,13 +218,29 @@ impl TokenSigner {
     }
 }
 
-/// Why a token was refused. Callers only ever see "invalid access token".
+/// Why a token was refused. Clients learn only whether it expired (refresh
+/// it) or is invalid for any other reason (log in again); the cause itself
+/// is logged, not sent.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
+    /// Signed with a known key and otherwise checked, but past its `exp`.
+    #[error("token expired")]
+    Expired,
     #[error("token rejected: {0}")]
-    Invalid(#[from] jsonwebtoken::errors::Error),
+    Invalid(jsonwebtoken::errors::Error),
     #[error("token signed by unknown key")]
     UnknownKey,
+}
+
+impl From<jsonwebtoken::errors::Error> for TokenError {
+    fn from(err: jsonwebtoken::errors::Error) -> Self {
+        // jsonwebtoken checks the signature before any claim, so an expired
+        // signature is a token we really issued.
+        match err.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+            _ => TokenError::Invalid(err),
+        }
+    }
 }
 
 /// Verifies access tokens with a pinned algorithm and required claims, and
@@ -260,11 +276,31 @@ impl TokenVerifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        if let Some(claims) = self.cache.read().expect("token cache poisoned").get(token) {
-            // Expiry is still checked on a hit; leeway only applies to
-            // clock skew between hosts, not to our own clock.
-            if claims.exp > unix_now() {
-                return Ok(claims.clone());
+        self.verify_at(token, unix_now())
+    }
+
+    /// `verify` with the cache judged at `now`, so tests can move past an
+    /// expiry without waiting for it.
+    fn verify_at(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+        let cached = self
+            .cache
+            .read()
+            .expect("token cache poisoned")
+            .get(token)
+            .cloned();
+        if let Some(claims) = cached {
+            if claims.exp > now {
+                return Ok(claims);
+            }
+            // Its signature was checked when it was cached: past `exp` and
+            // the leeway the full check grants, it is expired and nothing
+            // else. Inside the leeway the full check below decides.
+            if claims.exp.saturating_add(self.validation.leeway) < now {
+                self.cache
+                    .write()
+                    .expect("token cache poisoned")
+                    .remove(token);
+                return Err(TokenError::Expired);
             }
         }
         let header = jsonwebtoken::decode_header(token)?;
@@ -289,4 +325,92 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verifier_and_signer() -> (TokenVerifier, TokenSigner) {
+        let keys = KeyPair::generate().expect("key pair");
+        let settings = TokenSettings::default();
+        let verifier = TokenVerifier::new(&[keys.public_key()], &settings).expect("verifier");
+        let signer = TokenSigner::new(&keys, settings).expect("signer");
+        (verifier, signer)
+    }
+
+    fn subject() -> Subject<'static> {
+        Subject {
+            user_id: Uuid::new_v4(),
+            tenant_id: Uuid::new_v4(),
+            role: "OWNER",
+            permissions: vec!["user.read".into()],
+            name: "Alice".into(),
+            email: "alice@example.test".into(),
+        }
+    }
+
+    /// A token signed with `signer`'s key whose `exp` passed long ago.
+    fn expired_token(signer: &TokenSigner) -> String {
+        let now = unix_now();
+        let claims = Claims {
+            sub: Uuid::new_v4(),
+            tid: Uuid::new_v4(),
+            role: "OWNER".into(),
+            perms: vec![],
+            name: "Alice".into(),
+            email: "alice@example.test".into(),
+            iss: DEFAULT_ISSUER.into(),
+            aud: DEFAULT_AUDIENCE.into(),
+            exp: now - 3600,
+            nbf: now - 7200,
+            iat: now - 7200,
+            jti: Uuid::new_v4(),
+        };
+        let mut header = Header::new(ALGORITHM);
+        header.kid = Some(signer.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &signer.key).expect("sign expired claims")
+    }
+
+    #[test]
+    fn an_expired_token_with_a_good_signature_is_expired() {
+        let (verifier, signer) = verifier_and_signer();
+        let err = verifier
+            .verify(&expired_token(&signer))
+            .expect_err("expired");
+        assert!(matches!(err, TokenError::Expired), "{err:?}");
+    }
+
+    #[test]
+    fn an_expired_token_with_a_bad_signature_is_invalid_not_expired() {
+        let (verifier, signer) = verifier_and_signer();
+        let token = expired_token(&signer);
+        let (rest, signature) = token.rsplit_once('.').expect("three segments");
+        let flipped = if signature.starts_with('A') { "B" } else { "A" };
+        let tampered = format!("{rest}.{flipped}{}", &signature[1..]);
+        let err = verifier.verify(&tampered).expect_err("tampered");
+        assert!(matches!(err, TokenError::Invalid(_)), "{err:?}");
+    }
+
+    #[test]
+    fn garbage_is_invalid() {
+        let (verifier, _) = verifier_and_signer();
+        let err = verifier.verify("not-a-token").expect_err("garbage");
+        assert!(matches!(err, TokenError::Invalid(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_cached_token_is_refused_as_expired_once_its_expiry_and_leeway_pass() {
+        let (verifier, signer) = verifier_and_signer();
+        let (token, exp) = signer.sign(subject()).expect("sign");
+        verifier.verify(&token).expect("a fresh token verifies");
+        assert!(verifier.verify_at(&token, exp - 1).is_ok(), "before exp");
+        let later = exp + verifier.validation.leeway + 1;
+        let err = verifier.verify_at(&token, later).expect_err("expired");
+        assert!(matches!(err, TokenError::Expired), "{err:?}");
+        assert!(
+            !verifier.cache.read().expect("cache").contains_key(&token),
+            "an expired token stays cached"
+        );
+    }
 }

@@ -41,6 +41,48 @@ macro_rules! list_services_fn {
 list_services_fn!(list_services_v1, tonic_reflection::pb::v1);
 list_services_fn!(list_services_v1alpha, tonic_reflection::pb::v1alpha);
 
+/// Expands to an async fn asking one reflection version for the files that
+/// define a symbol; their encoded `FileDescriptorProto`s.
+macro_rules! file_containing_symbol_fn {
+    ($name:ident, $pb:path) => {
+        pub async fn $name(channel: Channel, symbol: &str) -> Result<Vec<Vec<u8>>, tonic::Status> {
+            use pb::server_reflection_request::MessageRequest;
+            use pb::server_reflection_response::MessageResponse;
+            use $pb as pb;
+            let request = pb::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::FileContainingSymbol(symbol.to_owned())),
+            };
+            let mut client = pb::server_reflection_client::ServerReflectionClient::new(channel);
+            let mut responses = client
+                .server_reflection_info(tokio_stream::iter(vec![request]))
+                .await?
+                .into_inner();
+            let response = responses.message().await?.ok_or_else(|| {
+                tonic::Status::internal("reflection stream ended without an answer")
+            })?;
+            match response.message_response {
+                Some(MessageResponse::FileDescriptorResponse(files)) => {
+                    Ok(files.file_descriptor_proto)
+                }
+                Some(MessageResponse::ErrorResponse(error)) => Err(tonic::Status::new(
+                    tonic::Code::from_i32(error.error_code),
+                    error.error_message,
+                )),
+                other => Err(tonic::Status::internal(format!(
+                    "unexpected reflection answer: {other:?}"
+                ))),
+            }
+        }
+    };
+}
+
+file_containing_symbol_fn!(file_containing_symbol_v1, tonic_reflection::pb::v1);
+file_containing_symbol_fn!(
+    file_containing_symbol_v1alpha,
+    tonic_reflection::pb::v1alpha
+);
+
 /// The serving status health reports for `service` ("" for the server).
 pub async fn health_status(
     channel: Channel,

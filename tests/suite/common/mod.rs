@@ -14,7 +14,9 @@
 
 pub mod checks;
 pub mod grpc;
+pub mod metrics;
 pub mod process;
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::sync::Once;
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use codeops::suite::{Keys, Service, Suite, SuiteConfig};
 use codeops_pgcluster::Cluster;
+use codeops_platform::pipeline::MessageLimits;
 use codeops_platform::{Db, DbOptions, ServiceRole};
 use codeops_proto::decision::decision_service_client::DecisionServiceClient;
 use codeops_proto::identity::audit_service_client::AuditServiceClient;
@@ -388,6 +391,8 @@ pub struct TestApp {
     pub identity_addr: SocketAddr,
     pub planning_addr: SocketAddr,
     pub decision_addr: SocketAddr,
+    /// Where `GET /metrics` answers for all three.
+    pub metrics_addr: SocketAddr,
     identity: Channel,
     planning: Channel,
     decision: Channel,
@@ -414,10 +419,11 @@ impl TestApp {
             bcrypt_cost: 4,
             bcrypt_threads: 0,
             operator_token: Some(OPERATOR_TOKEN.to_owned()),
+            limits: MessageLimits::default(),
         };
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
         let services: Vec<_> = Service::ALL.iter().map(|s| (*s, loopback)).collect();
-        let suite = codeops::suite::start(&config, &services)
+        let suite = codeops::suite::start(&config, &services, loopback)
             .await
             .expect("start the three services");
         let addr = |service| suite.addr(service).expect("service address");
@@ -430,6 +436,7 @@ impl TestApp {
             identity_addr,
             planning_addr,
             decision_addr,
+            metrics_addr: suite.metrics_addr,
             identity: channel(identity_addr),
             planning: channel(planning_addr),
             decision: channel(decision_addr),

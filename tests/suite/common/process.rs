@@ -17,6 +17,10 @@ pub const CONFIG_VARS: &[&str] = &[
     "CODEOPS_IDENTITY_PORT",
     "CODEOPS_PLANNING_PORT",
     "CODEOPS_DECISION_PORT",
+    "CODEOPS_METRICS_HOST",
+    "CODEOPS_METRICS_PORT",
+    "CODEOPS_MAX_REQUEST_BYTES",
+    "CODEOPS_MAX_RESPONSE_BYTES",
     "CODEOPS_JWT_PRIVATE_KEY",
     "CODEOPS_JWT_PUBLIC_KEY",
     "CODEOPS_JWT_ISSUER",
@@ -25,11 +29,13 @@ pub const CONFIG_VARS: &[&str] = &[
     "CODEOPS_REFRESH_TOKEN_TTL_SECS",
     "CODEOPS_OPERATOR_TOKEN",
     "CODEOPS_BCRYPT_COST",
+    "CODEOPS_BCRYPT_THREADS",
     "CODEOPS_LOG_FORMAT",
     "RUST_LOG",
 ];
 
-/// `codeops <args>` with a clean configuration environment.
+/// `codeops <args>` with a clean configuration environment, its metrics on
+/// a free port (tests run side by side; the default 9090 would clash).
 pub fn codeops<I, S>(args: I) -> Command
 where
     I: IntoIterator<Item = S>,
@@ -40,6 +46,7 @@ where
     for var in CONFIG_VARS {
         command.env_remove(var);
     }
+    command.env("CODEOPS_METRICS_PORT", "0");
     command
 }
 

@@ -11,6 +11,7 @@ use codeops_tenant::KeyPair;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::common::grpc::{HEALTH_SERVICE, IDENTITY_SERVICES, health_status, list_services_v1};
+use crate::common::metrics::{sample, scrape};
 use crate::common::process::{Running, codeops, output};
 use crate::common::{PASSWORD, TestDb, channel};
 
@@ -117,6 +118,41 @@ async fn assert_dev_serves(dev: &Running, ports: [u16; 3]) {
     assert!(!tokens.access_token.is_empty());
 }
 
+/// The metrics address `dev` printed answers for all three services, on
+/// loopback like the gRPC ports.
+async fn assert_one_metrics_endpoint_for_all_services(dev: &Running) {
+    let line = dev
+        .stdout()
+        .into_iter()
+        .find(|l| l.ends_with("/metrics"))
+        .unwrap_or_else(|| {
+            panic!(
+                "dev did not print its metrics address\n{}",
+                dev.transcript()
+            )
+        });
+    let addr: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    assert!(addr.ip().is_loopback(), "{addr}");
+    let text = scrape(addr).await;
+    for service in Service::ALL {
+        assert_eq!(
+            sample(
+                &text,
+                "codeops_db_pool_max_connections",
+                &[("service", service.name())]
+            ),
+            Some(16.0),
+            "{}: {text}",
+            service.name()
+        );
+    }
+}
+
 /// SIGTERM, then a clean exit within `SHUTDOWN`.
 async fn stop(dev: &mut Running) {
     dev.signal(libc::SIGTERM);
@@ -152,6 +188,7 @@ async fn dev_with_database_url_migrates_seeds_and_serves() {
             dev.transcript()
         );
     }
+    assert_one_metrics_endpoint_for_all_services(&dev).await;
     stop(&mut dev).await;
 
     // It used the given database: migrated and seeded there.

@@ -1,5 +1,6 @@
-//! What every port serves (reflection, health, request ids) and the
-//! planning and decision read RPCs across tenants.
+//! What every port serves (reflection, health) and the planning and
+//! decision read RPCs across tenants. Request ids are the pipeline's
+//! (`foundation::pipeline`).
 
 use std::collections::BTreeSet;
 
@@ -8,7 +9,6 @@ use codeops_proto::decision::{GetDecisionRequest, ListDecisionsRequest};
 use codeops_proto::planning::{GetOutcomeRequest, ListOutcomesRequest};
 use sqlx::PgPool;
 use tonic::Code;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use uuid::Uuid;
 
@@ -16,8 +16,6 @@ use crate::common::grpc::{
     HEALTH_SERVICE, health_status, list_services_v1, list_services_v1alpha, services_of,
 };
 use crate::common::{TestApp, bearer, ids, with_database};
-
-const REQUEST_ID: &str = "x-request-id";
 
 fn assert_lists(service: Service, version: &str, listed: &[String]) {
     for expected in services_of(service).iter().chain([&HEALTH_SERVICE]) {
@@ -86,95 +84,6 @@ async fn health_of_an_unknown_service_is_not_found() {
         .await
         .expect_err("an unknown service has no health");
     assert_eq!(err.code(), Code::NotFound);
-}
-
-#[tokio::test]
-async fn request_id_is_echoed_when_given() {
-    let app = TestApp::spawn().await;
-    for service in Service::ALL {
-        let mut request = tonic::Request::new(HealthCheckRequest::default());
-        request
-            .metadata_mut()
-            .insert(REQUEST_ID, "suite-test-request-42".parse().expect("ascii"));
-        let response = app
-            .health(service)
-            .check(request)
-            .await
-            .expect("health check");
-        assert_eq!(
-            response
-                .metadata()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok()),
-            Some("suite-test-request-42"),
-            "request id on the {} port",
-            service.name()
-        );
-    }
-
-    // Also on a real RPC.
-    let mut request = tonic::Request::new(codeops_proto::identity::LoginRequest {
-        tenant_slug: "acme".into(),
-        email: "alice@acme.test".into(),
-        password: "password123".into(),
-    });
-    request
-        .metadata_mut()
-        .insert(REQUEST_ID, "login-request-7".parse().expect("ascii"));
-    let response = app.auth().login(request).await.expect("login");
-    assert_eq!(
-        response
-            .metadata()
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok()),
-        Some("login-request-7")
-    );
-}
-
-#[tokio::test]
-async fn request_id_is_generated_when_absent() {
-    let app = TestApp::spawn().await;
-    let mut seen = BTreeSet::new();
-    for service in Service::ALL {
-        let response = app
-            .health(service)
-            .check(HealthCheckRequest::default())
-            .await
-            .expect("health check");
-        let id = response
-            .metadata()
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_else(|| panic!("no {REQUEST_ID} from the {} port", service.name()))
-            .to_owned();
-        assert!(!id.is_empty(), "empty generated request id");
-        assert!(
-            seen.insert(id.clone()),
-            "request id {id} was handed out twice"
-        );
-    }
-}
-
-#[tokio::test]
-async fn request_id_is_returned_on_errors_too() {
-    let app = TestApp::spawn().await;
-    let mut request = tonic::Request::new(ListOutcomesRequest::default());
-    request
-        .metadata_mut()
-        .insert(REQUEST_ID, "rejected-call-1".parse().expect("ascii"));
-    let status = app
-        .outcomes()
-        .list_outcomes(request)
-        .await
-        .expect_err("no token");
-    assert_eq!(status.code(), Code::Unauthenticated);
-    assert_eq!(
-        status
-            .metadata()
-            .get(REQUEST_ID)
-            .and_then(|v| v.to_str().ok()),
-        Some("rejected-call-1")
-    );
 }
 
 async fn ids_of(pool: &PgPool, table: &str, tenant: Uuid) -> BTreeSet<String> {

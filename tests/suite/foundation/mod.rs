@@ -1,10 +1,12 @@
 //! Foundation: schema and seeds, row-level security, what every port
-//! serves, the read RPCs across tenants, and the `codeops` binary.
+//! serves, the request pipeline in front of every port, the read RPCs
+//! across tenants, and the `codeops` binary.
 
 mod access;
 mod binary;
 mod errors;
 mod grpc;
 mod limits;
+mod pipeline;
 mod schema;
 mod security;

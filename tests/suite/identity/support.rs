@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use codeops::suite::{Keys, Service, Suite, SuiteConfig};
 use codeops_platform::DbOptions;
+use codeops_platform::pipeline::MessageLimits;
 use codeops_proto::identity::auth_service_client::AuthServiceClient;
 use codeops_proto::identity::role_service_client::RoleServiceClient;
 use codeops_proto::identity::user_service_client::UserServiceClient;
@@ -196,6 +197,7 @@ pub async fn login_pair(app: &TestApp, tenant_slug: &str, email: &str) -> (Strin
 pub struct KeyedIdentity {
     pub key: KeyPair,
     pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     channel: Channel,
     suite: Option<Suite>,
     /// Superuser pool on the database.
@@ -221,9 +223,10 @@ impl KeyedIdentity {
             bcrypt_cost: 4,
             bcrypt_threads: 0,
             operator_token: Some(OPERATOR_TOKEN.to_owned()),
+            limits: MessageLimits::default(),
         };
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
-        let suite = codeops::suite::start(&config, &[(Service::Identity, loopback)])
+        let suite = codeops::suite::start(&config, &[(Service::Identity, loopback)], loopback)
             .await
             .expect("start identity");
         let addr = suite.addr(Service::Identity).expect("identity address");
@@ -231,6 +234,7 @@ impl KeyedIdentity {
         KeyedIdentity {
             key,
             addr,
+            metrics_addr: suite.metrics_addr,
             channel: channel(addr),
             suite: Some(suite),
             pool,
