@@ -26,7 +26,9 @@ use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
-use crate::common::{OPERATOR_TOKEN, PASSWORD, TestApp, TestDb, bearer, channel};
+use crate::common::{
+    OPERATOR_TOKEN, PASSWORD, REVOCATION_POLL, SERVICE_TOKEN, TestApp, TestDb, bearer, channel,
+};
 
 pub const REQUEST_ID: &str = "x-request-id";
 /// Password of the users the tests create.
@@ -533,6 +535,9 @@ impl KeyedIdentity {
             bcrypt_cost: 4,
             bcrypt_threads: 0,
             operator_token: Some(OPERATOR_TOKEN.to_owned()),
+            service_token: SERVICE_TOKEN.to_owned(),
+            identity_url: None,
+            revocation_poll: REVOCATION_POLL,
         };
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
         let suite = codeops::suite::start(&config, &[(Service::Identity, loopback)])

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod db;
 pub mod error;
 pub mod pagination;
+pub mod revocation_feed;
 pub mod server;
 pub mod validate;
 

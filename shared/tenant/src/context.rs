@@ -26,6 +26,8 @@ pub struct TenantContext {
     pub name: String,
     pub email: String,
     pub token_id: Uuid,
+    /// The session (refresh-token family) the token was issued for.
+    pub session_id: Uuid,
     pub meta: RequestMeta,
 }
 
@@ -47,6 +49,13 @@ impl TenantContext {
 /// Marks a request authenticated with the operator credential.
 #[derive(Clone, Debug)]
 pub struct OperatorContext {
+    pub meta: RequestMeta,
+}
+
+/// Marks a request authenticated with the service credential: another
+/// CodeOps process, never a user.
+#[derive(Clone, Debug)]
+pub struct ServiceContext {
     pub meta: RequestMeta,
 }
 
@@ -76,6 +85,8 @@ pub trait RequestExt {
     fn tenant(&self) -> Result<&TenantContext, Status>;
     /// The caller of an operator RPC.
     fn operator(&self) -> Result<&OperatorContext, Status>;
+    /// The caller of an internal RPC (service credential).
+    fn service(&self) -> Result<&ServiceContext, Status>;
     /// Request id, peer and user agent; present on every request.
     fn meta(&self) -> RequestMeta;
 }
@@ -91,6 +102,12 @@ impl<T> RequestExt for tonic::Request<T> {
         self.extensions()
             .get::<OperatorContext>()
             .ok_or_else(|| Status::unauthenticated("operator credential required"))
+    }
+
+    fn service(&self) -> Result<&ServiceContext, Status> {
+        self.extensions()
+            .get::<ServiceContext>()
+            .ok_or_else(|| Status::unauthenticated("service credential required"))
     }
 
     fn meta(&self) -> RequestMeta {

@@ -16,7 +16,9 @@ use tower_service::Service;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::context::{OperatorContext, RequestMeta, TenantContext, permission_denied};
+use crate::context::{
+    OperatorContext, RequestMeta, ServiceContext, TenantContext, permission_denied,
+};
 use crate::permission::{Permission, PermissionSet};
 use crate::token::TokenVerifier;
 
@@ -35,6 +37,9 @@ pub enum Access {
     Require(Permission),
     /// The operator credential from configuration.
     Operator,
+    /// The service credential other CodeOps processes call internal
+    /// methods with (`CODEOPS_SERVICE_TOKEN`); a user token never passes.
+    Service,
 }
 
 /// One row of a service's access table: a full method path
@@ -82,6 +87,8 @@ pub struct AuthConfig {
     pub table: AccessTable,
     /// SHA-256 of the operator credential; `None` disables operator RPCs.
     pub operator_token_sha256: Option<[u8; 32]>,
+    /// SHA-256 of the service credential; `None` disables internal RPCs.
+    pub service_token_sha256: Option<[u8; 32]>,
 }
 
 #[derive(Clone)]
@@ -162,6 +169,9 @@ where
                             Caller::Operator(ctx) => {
                                 req.extensions_mut().insert(ctx);
                             }
+                            Caller::Service(ctx) => {
+                                req.extensions_mut().insert(ctx);
+                            }
                             Caller::Tenant(ctx) => {
                                 let span = tracing::Span::current();
                                 span.record("tenant_id", tracing::field::display(ctx.tenant_id));
@@ -206,6 +216,7 @@ impl<F: Future> Future for CatchPanic<F> {
 enum Caller {
     Anonymous,
     Operator(OperatorContext),
+    Service(ServiceContext),
     Tenant(Box<TenantContext>),
 }
 
@@ -223,6 +234,9 @@ fn authorize<B>(
         Access::Public => return Ok(Caller::Anonymous),
         Access::Operator => {
             return operator(config, req, meta);
+        }
+        Access::Service => {
+            return service(config, req, meta);
         }
         Access::Authenticated => None,
         Access::Require(permission) => Some(permission),
@@ -250,6 +264,7 @@ fn authorize<B>(
         name: claims.name,
         email: claims.email,
         token_id: claims.jti,
+        session_id: claims.sid,
         meta,
     })))
 }
@@ -271,6 +286,30 @@ fn operator<B>(config: &AuthConfig, req: &Request<B>, meta: RequestMeta) -> Resu
         return Err(Status::unauthenticated("operator credential required"));
     }
     Ok(Caller::Operator(OperatorContext { meta }))
+}
+
+/// The service credential, compared like the operator's: as SHA-256
+/// digests, in constant time.
+fn service<B>(config: &AuthConfig, req: &Request<B>, meta: RequestMeta) -> Result<Caller, Status> {
+    let expected = config
+        .service_token_sha256
+        .ok_or_else(|| Status::permission_denied("internal methods are disabled"))?;
+    let presented = bearer(req)
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| Status::unauthenticated("service credential required"))?;
+    if !digests_equal(&expected, &operator_token_digest(presented)) {
+        return Err(Status::unauthenticated("service credential required"));
+    }
+    Ok(Caller::Service(ServiceContext { meta }))
+}
+
+/// Compares two digests without an early exit, so timing says nothing
+/// about how much of a guess was right.
+fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 fn unauthenticated() -> Status {
@@ -365,6 +404,7 @@ mod tests {
             verifier: Arc::new(verifier),
             table,
             operator_token_sha256: operator.map(operator_token_digest),
+            service_token_sha256: Some(operator_token_digest("service-credential")),
         })
     }
 
@@ -396,6 +436,38 @@ mod tests {
             .await
             .expect("a response");
         assert_eq!(response.headers()["grpc-status"], "16");
+    }
+
+    #[tokio::test]
+    async fn an_internal_method_refuses_anything_but_the_service_credential() {
+        let rows = [MethodAccess::new("/x.v1.S/M", Access::Service)];
+        let mut service = layer(&rows).layer(Panicking);
+        for authorization in [
+            None,
+            Some("Bearer wrong"),
+            Some("Bearer service-credentia"),
+            Some("Basic service-credential"),
+        ] {
+            let mut req = request("/x.v1.S/M");
+            if let Some(value) = authorization {
+                req.headers_mut()
+                    .insert(http::header::AUTHORIZATION, HeaderValue::from_static(value));
+            }
+            let response = service.call(req).await.expect("a response");
+            assert_eq!(response.headers()["grpc-status"], "16", "{authorization:?}");
+        }
+        // The right credential passes the layer (and reaches the handler).
+        let mut req = request("/x.v1.S/M");
+        req.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer service-credential"),
+        );
+        let response = service.call(req).await.expect("a response");
+        assert_eq!(
+            response.headers()["grpc-status"],
+            "13",
+            "reached the handler"
+        );
     }
 
     #[tokio::test]

@@ -5,9 +5,13 @@
 pub mod context;
 pub mod layer;
 pub mod permission;
+pub mod revocation;
 pub mod token;
 
-pub use context::{OperatorContext, RequestExt, RequestMeta, TenantContext, permission_denied};
+pub use context::{
+    OperatorContext, RequestExt, RequestMeta, ServiceContext, TenantContext, permission_denied,
+};
 pub use layer::{Access, AccessTable, AuthConfig, AuthLayer, MethodAccess, REQUEST_ID_HEADER};
 pub use permission::{Permission, PermissionSet};
+pub use revocation::{RevocationSet, Revoked};
 pub use token::{Claims, KeyPair, PublicKey, Subject, TokenSettings, TokenSigner, TokenVerifier};
