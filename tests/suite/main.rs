@@ -8,6 +8,7 @@ mod identity_auth;
 mod identity_cross_tenant;
 mod identity_jwt;
 mod identity_roles;
+mod identity_security;
 mod identity_stale_tokens;
 mod identity_support;
 mod identity_teams;

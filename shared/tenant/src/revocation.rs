@@ -102,7 +102,98 @@ impl RevocationSet {
 
 #[cfg(test)]
 mod tests {
+    use jsonwebtoken::{EncodingKey, Header};
+
     use super::*;
+    use crate::token::{
+        ALGORITHM, KeyPair, Subject, TokenError, TokenSettings, TokenSigner, TokenVerifier,
+    };
+
+    fn subject(session_id: Uuid) -> Subject<'static> {
+        Subject {
+            user_id: Uuid::new_v4(),
+            tenant_id: Uuid::new_v4(),
+            role: "VIEWER",
+            permissions: vec!["user.read".into()],
+            name: "Dan".into(),
+            email: "dan@example.test".into(),
+            session_id,
+        }
+    }
+
+    /// Signs `claims` with `keys` as identity would, whatever they say.
+    fn sign(keys: &KeyPair, claims: &Claims) -> String {
+        let key = EncodingKey::from_ed_pem(keys.private_key_pem().as_bytes()).expect("key");
+        let mut header = Header::new(ALGORITHM);
+        header.kid = Some(keys.public_key().kid());
+        jsonwebtoken::encode(&header, claims, &key).expect("sign")
+    }
+
+    #[test]
+    fn the_verifier_refuses_a_token_of_a_revoked_session_even_once_cached() {
+        let keys = KeyPair::generate().expect("keys");
+        let settings = TokenSettings::default();
+        let verifier = TokenVerifier::new(&[keys.public_key()], &settings).expect("verifier");
+        let signer = TokenSigner::new(&keys, settings).expect("signer");
+        let session = Uuid::new_v4();
+        let (token, _) = signer.sign(subject(session)).expect("sign");
+        let claims = verifier
+            .verify(&token)
+            .expect("valid before the revocation");
+        assert_eq!(claims.sid, session);
+        verifier.revocations().record([(session, unix_now())], []);
+        assert!(matches!(
+            verifier.verify(&token),
+            Err(TokenError::SessionRevoked)
+        ));
+    }
+
+    #[test]
+    fn the_verifier_refuses_tokens_living_longer_than_the_maximum() {
+        let keys = KeyPair::generate().expect("keys");
+        let verifier = TokenVerifier::new(
+            &[keys.public_key()],
+            &TokenSettings {
+                max_access_ttl: Duration::from_secs(3600),
+                ..TokenSettings::default()
+            },
+        )
+        .expect("verifier");
+        let long_lived = TokenSigner::new(
+            &keys,
+            TokenSettings {
+                access_ttl: Duration::from_secs(3601),
+                ..TokenSettings::default()
+            },
+        )
+        .expect("signer");
+        let (token, _) = long_lived.sign(subject(Uuid::new_v4())).expect("sign");
+        assert!(matches!(
+            verifier.verify(&token),
+            Err(TokenError::LifetimeTooLong(3601))
+        ));
+    }
+
+    #[test]
+    fn the_expiry_leeway_is_a_few_seconds() {
+        let keys = KeyPair::generate().expect("keys");
+        let verifier =
+            TokenVerifier::new(&[keys.public_key()], &TokenSettings::default()).expect("verifier");
+        let now = unix_now();
+        let mut claims = claims(Uuid::new_v4(), Uuid::new_v4(), now - 600);
+        claims.iss = crate::token::DEFAULT_ISSUER.into();
+        claims.aud = crate::token::DEFAULT_AUDIENCE.into();
+        claims.exp = now - 2;
+        assert!(
+            verifier.verify(&sign(&keys, &claims)).is_ok(),
+            "within the leeway: clock skew"
+        );
+        claims.exp = now - 10;
+        assert!(
+            verifier.verify(&sign(&keys, &claims)).is_err(),
+            "ten seconds after expiry is too late"
+        );
+    }
 
     fn claims(sub: Uuid, sid: Uuid, iat: u64) -> Claims {
         Claims {
