@@ -175,6 +175,22 @@ mod tests {
     }
 
     #[test]
+    fn a_token_dated_in_the_future_cannot_outlive_the_maximum() {
+        let keys = KeyPair::generate().expect("keys");
+        let verifier =
+            TokenVerifier::new(&[keys.public_key()], &TokenSettings::default()).expect("verifier");
+        let now = unix_now();
+        let mut claims = claims(Uuid::new_v4(), Uuid::new_v4(), now + 7200);
+        claims.iss = crate::token::DEFAULT_ISSUER.into();
+        claims.aud = crate::token::DEFAULT_AUDIENCE.into();
+        claims.nbf = now - 1;
+        assert!(matches!(
+            verifier.verify(&sign(&keys, &claims)),
+            Err(TokenError::LifetimeTooLong(_))
+        ));
+    }
+
+    #[test]
     fn the_expiry_leeway_is_a_few_seconds() {
         let keys = KeyPair::generate().expect("keys");
         let verifier =

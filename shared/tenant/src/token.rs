@@ -313,7 +313,10 @@ impl TokenVerifier {
     }
 
     fn check_lifetime_and_revocation(&self, claims: &Claims) -> Result<(), TokenError> {
-        let lifetime = claims.exp.saturating_sub(claims.iat);
+        // Measured from the earlier of `iat` and `nbf` (the latter is
+        // checked to have passed), so a token dated in the future cannot
+        // stay usable for longer than the maximum from now.
+        let lifetime = claims.exp.saturating_sub(claims.iat.min(claims.nbf));
         if lifetime > self.max_ttl {
             return Err(TokenError::LifetimeTooLong(lifetime));
         }
