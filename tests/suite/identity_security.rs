@@ -18,8 +18,8 @@ use codeops_proto::identity::internal_service_client::InternalServiceClient;
 use codeops_proto::identity::{
     AppointOwnerRequest, AssignRoleRequest, ChangePasswordRequest, CreateRoleRequest,
     CreateTeamRequest, CreateUserRequest, DeactivateUserRequest, GetCurrentUserRequest,
-    ListRevocationsRequest, ListRevocationsResponse, LogoutRequest, Team, Tenant, TenantSettings,
-    UpdateTeamRequest, UpdateTenantRequest, UpdateUserRequest, User,
+    ListRevocationsRequest, ListRevocationsResponse, LogoutRequest, SuspendTenantRequest, Team,
+    Tenant, TenantSettings, UpdateTeamRequest, UpdateTenantRequest, UpdateUserRequest, User,
 };
 use codeops_proto::planning::ListOutcomesRequest;
 use codeops_proto::planning::outcome_service_client::OutcomeServiceClient;
@@ -213,6 +213,31 @@ async fn a_deactivated_users_token_is_refused_by_planning_within_the_poll() {
         list_outcomes(planning.clone(), &carol)
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_suspended_tenants_tokens_are_refused_by_decision_within_the_poll() {
+    let app = TestApp::spawn().await;
+    let erin = app.login_seeded("globex", "erin@globex.test").await;
+    let alice = app.login_seeded("acme", "alice@acme.test").await;
+    let decision = app.channel(Service::Decision);
+    list_decisions(decision.clone(), &erin)
+        .await
+        .expect("control: erin reads decisions");
+    app.tenants()
+        .suspend_tenant(operator(SuspendTenantRequest {
+            id: id(ids::GLOBEX),
+            reason: "unpaid".into(),
+        }))
+        .await
+        .expect("the operator suspends globex");
+    refused_within("decision with a suspended tenant's token", || {
+        list_decisions(decision.clone(), &erin)
+    })
+    .await;
+    list_decisions(decision, &alice)
+        .await
+        .expect("another tenant is untouched");
 }
 
 #[tokio::test]
