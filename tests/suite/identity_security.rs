@@ -1061,3 +1061,37 @@ async fn names_with_control_or_bidirectional_characters_are_invalid() {
     );
     assert_unchanged(&before, &snapshot(&pool).await);
 }
+
+// ---------------------------------------------------------------------------
+// Configuration of the service credential
+
+#[tokio::test]
+async fn planning_as_its_own_process_needs_a_proper_service_credential() {
+    let db = TestDb::empty().await;
+    let public = KeyPair::generate().expect("key pair").public_key().to_pem();
+    for (token, why) in [(None, "unset"), (Some("short-secret"), "too short")] {
+        let mut command = crate::common::process::codeops(["serve", "planning"]);
+        command
+            .env("DATABASE_URL", &db.url)
+            .env("CODEOPS_HOST", "127.0.0.1")
+            .env("CODEOPS_PLANNING_PORT", free_port().to_string())
+            .env("CODEOPS_JWT_PUBLIC_KEY", &public)
+            .env("CODEOPS_IDENTITY_URL", "http://127.0.0.1:1");
+        if let Some(token) = token {
+            command.env("CODEOPS_SERVICE_TOKEN", token);
+        }
+        let output = crate::common::process::output(command, Duration::from_secs(60)).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(
+            !output.status.success(),
+            "started with a service token {why}"
+        );
+        assert_eq!(lines.len(), 1, "{why}: {lines:#?}");
+        assert!(
+            lines[0].contains("CODEOPS_SERVICE_TOKEN"),
+            "{why}: {}",
+            lines[0]
+        );
+    }
+}
