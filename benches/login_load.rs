@@ -369,6 +369,9 @@ async fn bench(settings: &Settings, url: &str) -> anyhow::Result<Outcome> {
         bcrypt_threads: 0,
         operator_token: None,
         limits: MessageLimits::default(),
+        service_token: codeops::config::generate_service_token(),
+        identity_url: None,
+        revocation_poll: Duration::from_secs(10),
     };
     let loopback: SocketAddr = "127.0.0.1:0".parse()?;
     let suite = codeops::suite::start(&config, &[(Service::Identity, loopback)], loopback).await?;

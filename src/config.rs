@@ -43,6 +43,8 @@ impl DbArgs {
 }
 
 const MIN_OPERATOR_TOKEN_LEN: usize = 16;
+/// The service credential is held to the same rule.
+const MIN_SERVICE_TOKEN_LEN: usize = 16;
 
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
@@ -91,16 +93,34 @@ pub struct ServeArgs {
     pub jwt_issuer: String,
     #[arg(long, env = "CODEOPS_JWT_AUDIENCE", default_value = codeops_tenant::token::DEFAULT_AUDIENCE)]
     pub jwt_audience: String,
-    /// Access token lifetime; also the bound on how long a deactivation or
-    /// role change takes to reach the other services.
+    /// Access token lifetime; also the bound on how long a role change
+    /// takes to reach the other services (revocations take one poll).
     #[arg(long, env = "CODEOPS_ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
     pub access_token_ttl_secs: u64,
+    /// Longest access-token lifetime (exp - iat) any service accepts; at
+    /// least the access token lifetime.
+    #[arg(long, env = "CODEOPS_ACCESS_TOKEN_MAX_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub access_token_max_ttl_secs: u64,
     #[arg(long, env = "CODEOPS_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600)]
     pub refresh_token_ttl_secs: u64,
     /// Credential for operator RPCs (CreateTenant, tenant status changes);
     /// unset disables them.
     #[arg(long, env = "CODEOPS_OPERATOR_TOKEN", hide_env_values = true)]
     pub operator_token: Option<String>,
+    /// Credential CodeOps processes call identity's internal API (the
+    /// revocation feed) with; at least 16 characters. `serve all` and `dev`
+    /// generate one when unset; separate processes must share one.
+    #[arg(long, env = "CODEOPS_SERVICE_TOKEN", hide_env_values = true)]
+    pub service_token: Option<String>,
+    /// identity's gRPC URL (e.g. http://identity:50051), whose revocation
+    /// feed planning and decision poll; defaults to the identity served by
+    /// the same process.
+    #[arg(long, env = "CODEOPS_IDENTITY_URL")]
+    pub identity_url: Option<String>,
+    /// How often the revocation feed is polled (1-30 s): a revoked session
+    /// or deactivated user is refused by every service within this bound.
+    #[arg(long, env = "CODEOPS_REVOCATION_POLL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=30))]
+    pub revocation_poll_secs: u64,
     /// bcrypt cost for new password hashes.
     #[arg(long, env = "CODEOPS_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=16))]
     pub bcrypt_cost: u32,
@@ -124,7 +144,8 @@ impl ServeArgs {
         SocketAddr::new(self.metrics_host.unwrap_or(grpc_host), self.metrics_port)
     }
 
-    /// `ephemeral_key_ok`: generate a key pair when none is configured.
+    /// `ephemeral_key_ok`: generate a key pair and a service credential
+    /// when none is configured (every service in this one process).
     pub fn suite_config(
         &self,
         db: &DbArgs,
@@ -139,6 +160,20 @@ impl ServeArgs {
                 "CODEOPS_OPERATOR_TOKEN must be at least {MIN_OPERATOR_TOKEN_LEN} characters (or unset to disable operator RPCs)"
             );
         }
+        anyhow::ensure!(
+            self.access_token_ttl_secs <= self.access_token_max_ttl_secs,
+            "CODEOPS_ACCESS_TOKEN_TTL_SECS ({}) must not exceed CODEOPS_ACCESS_TOKEN_MAX_TTL_SECS ({}): \
+             the services would refuse every token identity signs",
+            self.access_token_ttl_secs,
+            self.access_token_max_ttl_secs
+        );
+        let service_token = self.service_token(ephemeral_key_ok)?;
+        if let Some(url) = &self.identity_url {
+            anyhow::ensure!(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "CODEOPS_IDENTITY_URL must be an http:// or https:// URL, got {url:?}"
+            );
+        }
         let keys = Keys::load(
             self.jwt_private_key.as_deref(),
             self.jwt_public_key.as_deref(),
@@ -151,6 +186,7 @@ impl ServeArgs {
                 issuer: self.jwt_issuer.clone(),
                 audience: self.jwt_audience.clone(),
                 access_ttl: Duration::from_secs(self.access_token_ttl_secs),
+                max_access_ttl: Duration::from_secs(self.access_token_max_ttl_secs),
             },
             refresh_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
             bcrypt_cost: self.bcrypt_cost,
@@ -160,6 +196,42 @@ impl ServeArgs {
                 max_request_bytes: self.max_request_bytes,
                 max_response_bytes: self.max_response_bytes,
             },
+            service_token,
+            identity_url: self.identity_url.clone(),
+            revocation_poll: Duration::from_secs(self.revocation_poll_secs),
         })
     }
+
+    /// The configured service credential, or (when every service shares
+    /// this process) a random one nobody else needs to know.
+    fn service_token(&self, ephemeral_ok: bool) -> anyhow::Result<String> {
+        match &self.service_token {
+            Some(token) => {
+                // Sent as a header value: printable ASCII only.
+                anyhow::ensure!(
+                    token.trim().len() >= MIN_SERVICE_TOKEN_LEN
+                        && token.bytes().all(|b| b.is_ascii_graphic()),
+                    "CODEOPS_SERVICE_TOKEN must be at least {MIN_SERVICE_TOKEN_LEN} printable ASCII characters without spaces"
+                );
+                Ok(token.clone())
+            }
+            None => {
+                anyhow::ensure!(
+                    ephemeral_ok,
+                    "CODEOPS_SERVICE_TOKEN is not set: services running as separate processes must share one \
+                     (planning and decision read identity's revocation feed with it)"
+                );
+                Ok(generate_service_token())
+            }
+        }
+    }
+}
+
+/// 244 random bits from the operating system (two v4 UUIDs), hex.
+pub fn generate_service_token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }

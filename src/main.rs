@@ -79,6 +79,14 @@ enum TenantCommand {
         #[command(flatten)]
         args: tenant_cli::CreateTenantArgs,
     },
+    /// Make an active user of a tenant its OWNER (for a tenant nobody can
+    /// manage any more); audited as ROLE_ASSIGNED by the operator.
+    AppointOwner {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        args: tenant_cli::AppointOwnerArgs,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -127,6 +135,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Tenant {
             command: TenantCommand::Create { db, args },
         } => tenant_cli::create(db, args).await?,
+        Command::Tenant {
+            command: TenantCommand::AppointOwner { db, args },
+        } => tenant_cli::appoint(db, args).await?,
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use codeops_platform::metrics::{self, Metrics};
 use codeops_platform::pipeline::MessageLimits;
+use codeops_platform::revocation_feed::{FeedSettings, RevocationFeed};
 use codeops_platform::server::{self, AuthSettings, PipelineSettings, ServiceSpec};
 use codeops_platform::{Db, DbOptions, ServiceRole};
 use codeops_tenant::layer::operator_token_digest;
@@ -106,6 +107,16 @@ pub struct SuiteConfig {
     pub operator_token: Option<String>,
     /// Largest request and response messages.
     pub limits: MessageLimits,
+    /// The credential CodeOps processes call identity's internal API with
+    /// (the revocation feed); at least 16 characters.
+    pub service_token: String,
+    /// identity's URL for the revocation feed; `None`: the identity this
+    /// process serves (required when it serves none).
+    pub identity_url: Option<String>,
+    /// How often the revocation feed is polled (at most 30 s): the bound on
+    /// how long a revoked session or deactivated user stays usable outside
+    /// identity's writes.
+    pub revocation_poll: Duration,
 }
 
 /// Running services; dropping the handle does not stop them, `shutdown` does.
@@ -190,9 +201,11 @@ pub async fn start(
         std::slice::from_ref(&config.keys.public),
         &config.token,
     )?);
+    let feed = revocation_feed(config, &listeners, &verifier)?;
     let auth = AuthSettings {
         verifier,
         operator_token_sha256: config.operator_token.as_deref().map(operator_token_digest),
+        service_token_sha256: Some(operator_token_digest(&config.service_token)),
     };
     let pipeline = PipelineSettings {
         metrics: Metrics::new(),
@@ -237,7 +250,55 @@ pub async fn start(
                 .with_context(|| format!("{} server failed", service.name()))
         }));
     }
+    // Polled by every process, identity's own included: its reads use the
+    // same verifier (its writes re-check the session in the database).
+    let mut stopped = stopped.clone();
+    suite.tasks.push(tokio::spawn(async move {
+        feed.run(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
+        .await;
+        Ok(())
+    }));
     Ok(suite)
+}
+
+/// The revocation feed this process polls: `identity_url` when configured,
+/// else the identity it serves itself (over loopback when it listens on
+/// every address).
+fn revocation_feed(
+    config: &SuiteConfig,
+    listeners: &[(Service, TcpListener)],
+    verifier: &TokenVerifier,
+) -> anyhow::Result<RevocationFeed> {
+    let identity_url = match &config.identity_url {
+        Some(url) => url.clone(),
+        None => {
+            let (_, listener) = listeners
+                .iter()
+                .find(|(service, _)| *service == Service::Identity)
+                .context(
+                    "CODEOPS_IDENTITY_URL is required when identity runs in another process \
+                     (planning and decision poll its revocation feed)",
+                )?;
+            let mut addr = listener.local_addr()?;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(match addr {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            format!("http://{addr}")
+        }
+    };
+    Ok(RevocationFeed::new(
+        FeedSettings {
+            identity_url,
+            service_token: config.service_token.clone(),
+            interval: config.revocation_poll,
+        },
+        verifier.revocations(),
+    )?)
 }
 
 fn spec(service: Service, db: Db, config: &SuiteConfig) -> anyhow::Result<ServiceSpec> {

@@ -1,9 +1,10 @@
-//! `codeops tenant create`: the operator's way to add a tenant and its
-//! first owner without going through gRPC.
+//! `codeops tenant create` and `codeops tenant appoint-owner`: the
+//! operator's ways to add a tenant with its first owner, and to give a
+//! tenant nobody can manage a new owner, without going through gRPC.
 
 use clap::Args;
 use codeops_identity::Hasher;
-use codeops_identity::tenants::{NewTenant, create_tenant};
+use codeops_identity::tenants::{NewTenant, appoint_owner, create_tenant, find_user};
 use codeops_platform::Db;
 use codeops_tenant::RequestMeta;
 
@@ -29,14 +30,49 @@ pub struct CreateTenantArgs {
     pub bcrypt_cost: u32,
 }
 
+#[derive(Args, Clone, Debug)]
+pub struct AppointOwnerArgs {
+    /// The tenant's slug.
+    #[arg(long)]
+    pub tenant_slug: String,
+    /// E-mail address of an active user of the tenant.
+    #[arg(long)]
+    pub email: String,
+}
+
+/// What the audit trail records of a CLI run.
+fn cli_meta(command: &str) -> RequestMeta {
+    RequestMeta {
+        request_id: format!("cli-{}", uuid::Uuid::new_v4()),
+        peer_ip: None,
+        user_agent: Some(format!("codeops tenant {command}")),
+    }
+}
+
+/// The same code path as `TenantService.AppointOwner`, audited as
+/// ROLE_ASSIGNED by the operator.
+pub async fn appoint(db: DbArgs, args: AppointOwnerArgs) -> anyhow::Result<()> {
+    let url = db.url()?;
+    let pool = Db::connect(&db.options(url), codeops_platform::ServiceRole::Identity).await?;
+    let meta = cli_meta("appoint-owner");
+    let result = async {
+        let (tenant_id, user_id) = find_user(&pool, &args.tenant_slug, &args.email, &meta).await?;
+        appoint_owner(&pool, tenant_id, user_id, &meta).await
+    }
+    .await;
+    pool.close().await;
+    let owner = result.map_err(|e| anyhow::anyhow!(tonic::Status::from(e).message().to_owned()))?;
+    println!(
+        "{} ({}) is now an OWNER of {}",
+        owner.email, owner.id, args.tenant_slug
+    );
+    Ok(())
+}
+
 pub async fn create(db: DbArgs, args: CreateTenantArgs) -> anyhow::Result<()> {
     let url = db.url()?;
     let pool = Db::connect(&db.options(url), codeops_platform::ServiceRole::Identity).await?;
-    let meta = RequestMeta {
-        request_id: format!("cli-{}", uuid::Uuid::new_v4()),
-        peer_ip: None,
-        user_agent: Some("codeops tenant create".into()),
-    };
+    let meta = cli_meta("create");
     let created = create_tenant(
         &pool,
         NewTenant {

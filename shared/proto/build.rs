@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "codeops/identity/v1/role.proto",
         "codeops/identity/v1/team.proto",
         "codeops/identity/v1/audit.proto",
+        "codeops/identity/v1/internal.proto",
         "codeops/planning/v1/planning.proto",
         "codeops/decision/v1/decision.proto",
         "google/rpc/error_details.proto",

@@ -5,7 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use codeops_platform::convert::timestamp;
-use codeops_platform::validate::SHORT_TEXT;
+use codeops_platform::validate::{SHORT_TEXT, normalize_email};
 use codeops_platform::{
     Actor, ApiError, AuditAction, AuditEntry, Problem, TenantTx, Violations, WriteTx,
 };
@@ -111,6 +111,7 @@ impl Svc {
                 permissions: user.permissions.clone(),
                 name: user.display_name(),
                 email: user.email.clone(),
+                session_id: family,
             })
             .map_err(ApiError::internal)?;
         Ok(TokenPair {
@@ -142,7 +143,9 @@ impl Svc {
     ) -> Result<LoginResponse, ApiError> {
         let mut v = Violations::new();
         let slug = v.required("tenant_slug", &req.tenant_slug, SHORT_TEXT);
-        let email = v.required("email", &req.email, SHORT_TEXT).to_lowercase();
+        // Normalised as stored (NFKC, lower case): a full-width or
+        // upper-case spelling finds the same account and shares its throttle.
+        let email = normalize_email(&v.required("email", &req.email, SHORT_TEXT));
         if req.password.is_empty() {
             v.add("password", "is required");
         } else if req.password.len() > MAX_PASSWORD_BYTES {

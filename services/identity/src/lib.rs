@@ -4,6 +4,7 @@
 
 mod audit_logs;
 mod auth;
+mod internal;
 mod password;
 pub use password::Hasher;
 mod roles;
@@ -19,11 +20,12 @@ use codeops_platform::server::ServiceSpec;
 use codeops_platform::{ApiError, Db, Problem, WriteTx};
 use codeops_proto::identity::audit_service_server::AuditServiceServer;
 use codeops_proto::identity::auth_service_server::AuthServiceServer;
+use codeops_proto::identity::internal_service_server::InternalServiceServer;
 use codeops_proto::identity::role_service_server::RoleServiceServer;
 use codeops_proto::identity::team_service_server::TeamServiceServer;
 use codeops_proto::identity::tenant_service_server::TenantServiceServer;
 use codeops_proto::identity::user_service_server::UserServiceServer;
-use codeops_tenant::Access::{Authenticated, Operator, Public, Require};
+use codeops_tenant::Access::{Authenticated, Operator, Public, Require, Service};
 use codeops_tenant::Permission as P;
 use codeops_tenant::{
     MethodAccess, Permission, PermissionSet, PublicKey, TenantContext, TokenSigner,
@@ -83,6 +85,7 @@ pub const ACCESS: &[MethodAccess] = &[
         Operator,
     ),
     rpc("/codeops.identity.v1.TenantService/CancelTenant", Operator),
+    rpc("/codeops.identity.v1.TenantService/AppointOwner", Operator),
     rpc(
         "/codeops.identity.v1.UserService/CreateUser",
         Require(P::UserManage),
@@ -171,6 +174,10 @@ pub const ACCESS: &[MethodAccess] = &[
         "/codeops.identity.v1.AuditService/ListAuditLogs",
         Require(P::AuditRead),
     ),
+    rpc(
+        "/codeops.identity.v1.InternalService/ListRevocations",
+        Service,
+    ),
 ];
 
 pub const GRPC_SERVICES: &[&str] = &[
@@ -180,6 +187,7 @@ pub const GRPC_SERVICES: &[&str] = &[
     "codeops.identity.v1.RoleService",
     "codeops.identity.v1.TeamService",
     "codeops.identity.v1.AuditService",
+    "codeops.identity.v1.InternalService",
 ];
 
 /// State the identity handlers share.
@@ -209,24 +217,31 @@ impl Svc {
     /// lifetime old. Identity's own writes (grants above all) must not act
     /// on stale claims: a caller who has been deactivated, whose tenant is
     /// no longer open, or whose role lost a permission the token still
-    /// claims is refused here, before anything is written. The caller's row
-    /// stays share-locked until commit, so a concurrent deactivation or role
-    /// change waits for this write instead of racing it.
+    /// claims is refused here, before anything is written; so is a token
+    /// whose session (refresh-token family) has been revoked or has expired
+    /// — logout and password change end a stolen token's writes at once.
+    /// The caller's row stays share-locked until commit, so a concurrent
+    /// deactivation or role change waits for this write instead of racing
+    /// it. One round trip reads all of it.
     pub(crate) async fn write_tx(&self, ctx: &TenantContext) -> Result<WriteTx, ApiError> {
         let mut tx = self.db.write(ctx).await?;
-        let current: Option<(bool, Option<String>, Vec<String>)> = sqlx::query_as(
+        let current: Option<(bool, Option<String>, Vec<String>, bool)> = sqlx::query_as(
             "SELECT coalesce(u.is_active, false), t.status, \
                  ARRAY(SELECT p.code::text FROM core.role_permissions rp \
-                       JOIN core.permissions p ON p.id = rp.permission_id WHERE rp.role_id = u.role_id) \
+                       JOIN core.permissions p ON p.id = rp.permission_id WHERE rp.role_id = u.role_id), \
+                 EXISTS (SELECT 1 FROM core.refresh_tokens rt \
+                         WHERE rt.tenant_id = u.tenant_id AND rt.family_id = $3 AND rt.user_id = u.id \
+                           AND rt.revoked_at IS NULL AND rt.expires_at > now()) \
              FROM core.users u JOIN core.tenants t ON t.id = u.tenant_id \
              WHERE u.tenant_id = $1 AND u.id = $2 \
              FOR SHARE OF u",
         )
         .bind(ctx.tenant_id)
         .bind(ctx.user_id)
+        .bind(ctx.session_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((active, tenant_status, codes)) = current else {
+        let Some((active, tenant_status, codes, session_live)) = current else {
             return Err(ApiError::Unauthenticated(STALE_TOKEN));
         };
         let held: PermissionSet = codes
@@ -239,6 +254,9 @@ impl Svc {
         {
             return Err(ApiError::Unauthenticated(STALE_TOKEN));
         }
+        if !session_live {
+            return Err(ApiError::Unauthenticated(SESSION_REVOKED));
+        }
         Ok(tx)
     }
 }
@@ -246,6 +264,10 @@ impl Svc {
 const STALE_TOKEN: Problem = Problem::new(
     "TOKEN_STALE",
     "the access token no longer matches the account; log in again",
+);
+const SESSION_REVOKED: Problem = Problem::new(
+    "SESSION_REVOKED",
+    "the access token's session has ended (logout, password change or revocation); log in again",
 );
 
 macro_rules! compressed {
@@ -269,7 +291,8 @@ pub fn spec(db: Db, config: IdentityConfig) -> ServiceSpec {
         .add_service(compressed!(UserServiceServer, svc))
         .add_service(compressed!(RoleServiceServer, svc))
         .add_service(compressed!(TeamServiceServer, svc))
-        .add_service(compressed!(AuditServiceServer, svc));
+        .add_service(compressed!(AuditServiceServer, svc))
+        .add_service(compressed!(InternalServiceServer, svc));
     ServiceSpec {
         name: "identity",
         grpc_services: GRPC_SERVICES,

@@ -4,13 +4,13 @@
 
 use chrono::{DateTime, Utc};
 use codeops_platform::convert::{enum_from_db, etag, json_to_struct, opt_timestamp};
-use codeops_platform::validate::{SHORT_TEXT, UpdateMask, check_etag};
+use codeops_platform::validate::{SHORT_TEXT, UpdateMask, check_etag, normalize_email};
 use codeops_platform::{Actor, ApiError, AuditAction, AuditEntry, Db, TenantTx, Violations};
 use codeops_proto::identity::tenant_service_server::TenantService;
 use codeops_proto::identity::{
-    CancelTenantRequest, CreateTenantRequest, CreateTenantResponse, GetTenantRequest,
-    ReactivateTenantRequest, SlaDefaults, SuspendTenantRequest, Tenant, TenantSettings,
-    TenantStatus, UpdateTenantRequest, User,
+    AppointOwnerRequest, CancelTenantRequest, CreateTenantRequest, CreateTenantResponse,
+    GetTenantRequest, ReactivateTenantRequest, SlaDefaults, SuspendTenantRequest, Tenant,
+    TenantSettings, TenantStatus, UpdateTenantRequest, User,
 };
 use codeops_tenant::{OperatorContext, RequestExt, RequestMeta};
 use serde_json::{Value, json};
@@ -19,10 +19,8 @@ use uuid::Uuid;
 
 use crate::Svc;
 use crate::password::{Hasher, check_new_password};
-use crate::users;
+use crate::users::{self, OWNER_ROLE_ID};
 
-/// The system OWNER role (migration 10002).
-const OWNER_ROLE_ID: Uuid = Uuid::from_u128(0x00000000_0000_4000_8002_000000000001);
 /// Decision SLA defaults when a tenant sets none (product.md).
 const DEFAULT_SLA: SlaDefaults = SlaDefaults {
     blocking_hours: 24,
@@ -290,6 +288,73 @@ pub async fn create_tenant(
     })
 }
 
+/// Makes an active user of a tenant its OWNER, as the operator: the way
+/// back for a tenant nobody can manage any more (its owner left, forgot
+/// their password, or the account was lost). Audited as ROLE_ASSIGNED by
+/// the operator. Shared by `TenantService.AppointOwner` and
+/// `codeops tenant appoint-owner`.
+pub async fn appoint_owner(
+    db: &Db,
+    tenant_id: Uuid,
+    user_id: Uuid,
+    meta: &RequestMeta,
+) -> Result<User, ApiError> {
+    let mut tx = db.write_as(Actor::operator(tenant_id, meta)).await?;
+    // NOT_FOUND for an unknown tenant, before anything about its users.
+    get(&mut tx).await?;
+    let before = users::get_for_update(&mut tx, user_id).await?;
+    if !before.active() {
+        return Err(ApiError::precondition(
+            "USER_DEACTIVATED",
+            "a deactivated user cannot be appointed owner",
+        ));
+    }
+    if before.role_id == OWNER_ROLE_ID {
+        return Err(ApiError::precondition(
+            "ALREADY_OWNER",
+            "the user already is an owner of the tenant",
+        ));
+    }
+    sqlx::query(
+        "UPDATE core.users SET role_id = $3, updated_at = clock_timestamp() \
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .bind(OWNER_ROLE_ID)
+    .execute(&mut *tx)
+    .await?;
+    let after = users::get(&mut tx, user_id).await?;
+    tx.commit(
+        AuditEntry::new(AuditAction::RoleAssigned, "user", user_id)
+            .title(&after.email)
+            .description("appointed owner by the operator")
+            .old(json!({"role_id": before.role_id, "role": before.role_code}))
+            .new_values(json!({"role_id": after.role_id, "role": after.role_code})),
+    )
+    .await?;
+    Ok(after.into_proto())
+}
+
+/// The tenant and user ids behind a tenant slug and an e-mail address, for
+/// operators who know people by name (`codeops tenant appoint-owner`).
+pub async fn find_user(
+    db: &Db,
+    tenant_slug: &str,
+    email: &str,
+    meta: &RequestMeta,
+) -> Result<(Uuid, Uuid), ApiError> {
+    let (tenant_id, _) = db
+        .tenant_for_login(tenant_slug.trim())
+        .await?
+        .ok_or(ApiError::NotFound("tenant"))?;
+    let mut tx = db.read_as(&Actor::operator(tenant_id, meta)).await?;
+    let user = users::find_by_email(&mut tx, &normalize_email(email))
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    Ok((tenant_id, user.id))
+}
+
 impl Svc {
     /// Moves a tenant to `to` if allowed from its current status.
     async fn change_status(
@@ -482,6 +547,20 @@ impl TenantService for Svc {
             )
             .await?;
         Ok(Response::new(tenant))
+    }
+
+    async fn appoint_owner(
+        &self,
+        request: Request<AppointOwnerRequest>,
+    ) -> Result<Response<User>, Status> {
+        let operator = request.operator()?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        let tenant_id = v.uuid("tenant_id", &req.tenant_id);
+        let user_id = v.uuid("user_id", &req.user_id);
+        v.finish()?;
+        let user = appoint_owner(&self.db, tenant_id, user_id, &operator.meta).await?;
+        Ok(Response::new(user))
     }
 
     async fn cancel_tenant(

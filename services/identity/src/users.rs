@@ -138,8 +138,11 @@ pub(crate) async fn get(tx: &mut impl TenantTx, id: Uuid) -> Result<UserRow, Api
     find_by_id(tx, id).await?.ok_or(ApiError::NotFound("user"))
 }
 
+/// The system OWNER role (migration 10002).
+pub(crate) const OWNER_ROLE_ID: Uuid = Uuid::from_u128(0x00000000_0000_4000_8002_000000000001);
+
 /// Locks the row for the rest of the transaction, then reads it.
-async fn get_for_update(tx: &mut impl TenantTx, id: Uuid) -> Result<UserRow, ApiError> {
+pub(crate) async fn get_for_update(tx: &mut impl TenantTx, id: Uuid) -> Result<UserRow, ApiError> {
     sqlx::query("SELECT 1 FROM core.users WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
         .bind(tx.tenant_id())
         .bind(id)
@@ -176,6 +179,36 @@ pub(crate) fn ensure_can_grant(
     } else {
         Err(ApiError::Status(permission_denied(&missing)))
     }
+}
+
+/// A tenant must keep an active OWNER, or nobody could manage it (only an
+/// OWNER holds tenant.manage, and only someone holding every permission an
+/// OWNER holds may make another one). `user` is about to lose the OWNER
+/// role or be deactivated: refused when no other active OWNER remains.
+/// The other owners' rows are share-locked until commit, so two concurrent
+/// demotions cannot each count on the other owner and together remove both
+/// (the second waits, then sees the first one's change).
+async fn ensure_not_last_owner(tx: &mut impl TenantTx, user: &UserRow) -> Result<(), ApiError> {
+    if user.role_id != OWNER_ROLE_ID || !user.active() {
+        return Ok(());
+    }
+    let others: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM core.users \
+         WHERE tenant_id = $1 AND role_id = $2 AND coalesce(is_active, false) AND id <> $3 \
+         FOR SHARE",
+    )
+    .bind(tx.tenant_id())
+    .bind(OWNER_ROLE_ID)
+    .bind(user.id)
+    .fetch_all(&mut **tx)
+    .await?;
+    if others.is_empty() {
+        return Err(ApiError::precondition(
+            "LAST_OWNER",
+            "this is the tenant's last active owner: appoint another owner first",
+        ));
+    }
+    Ok(())
 }
 
 /// An id a request names as a user must be a user of the caller's tenant;
@@ -390,6 +423,12 @@ impl UserService for Svc {
 
         let mut tx = self.write_tx(ctx).await?;
         let before = get_for_update(&mut tx, id).await?;
+        // The rule of AssignRole and DeactivateUser holds for every write on
+        // another user: only someone holding everything they hold may change
+        // them (or, say, become their manager).
+        if id != ctx.user_id {
+            ensure_can_grant(ctx, before.permission_set())?;
+        }
         check_etag(&user.etag, &etag(before.updated_at))?;
         if let Some(Some(manager_id)) = manager_id {
             check_manager(&mut tx, id, manager_id).await?;
@@ -460,6 +499,7 @@ impl UserService for Svc {
             )
             .into());
         }
+        ensure_not_last_owner(&mut tx, &before).await?;
         sqlx::query("UPDATE core.users SET is_active = false, updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2")
             .bind(tx.tenant_id())
             .bind(id)
@@ -498,6 +538,9 @@ impl UserService for Svc {
         // Taking a role away is also a grant decision: the caller must hold
         // everything the user held, or they could demote a superior.
         ensure_can_grant(ctx, before.permission_set())?;
+        if role_id != OWNER_ROLE_ID {
+            ensure_not_last_owner(&mut tx, &before).await?;
+        }
         sqlx::query("UPDATE core.users SET role_id = $3, updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2")
             .bind(tx.tenant_id())
             .bind(user_id)

@@ -12,6 +12,7 @@
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use codeops_tenant::TenantContext;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
@@ -196,6 +197,32 @@ impl Db {
         )
     }
 
+    /// The other query that spans tenants: identity's revocation feed,
+    /// through the narrow `core.revocations_after` function (ids, tenant
+    /// and time of revoked sessions and deactivated users after a keyset
+    /// position, nothing else). Returns the database's clock, read before
+    /// the rows, with them.
+    pub async fn revocations_after(
+        &self,
+        after: (DateTime<Utc>, i16, Uuid),
+        limit: i32,
+    ) -> ApiResult<(DateTime<Utc>, Vec<RevocationRow>)> {
+        let mut conn = self.pool.acquire().await?;
+        let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+            .fetch_one(&mut *conn)
+            .await?;
+        let rows = sqlx::query_as(
+            "SELECT kind, id, tenant_id, user_id, at FROM core.revocations_after($1, $2, $3, $4)",
+        )
+        .bind(after.0)
+        .bind(after.1)
+        .bind(after.2)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok((now, rows))
+    }
+
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
@@ -212,6 +239,18 @@ impl Db {
             max: self.pool.options().get_max_connections(),
         }
     }
+}
+
+/// One entry of the revocation feed ([`Db::revocations_after`]).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct RevocationRow {
+    /// 0: a revoked session (`id` is the refresh-token family); 1: a
+    /// deactivated user (`id` is the user).
+    pub kind: i16,
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub user_id: Uuid,
+    pub at: DateTime<Utc>,
 }
 
 /// A read-only transaction scoped to one tenant. Dropping it ends it; there

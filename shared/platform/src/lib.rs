@@ -10,6 +10,7 @@ pub mod error;
 pub mod metrics;
 pub mod pagination;
 pub mod pipeline;
+pub mod revocation_feed;
 pub mod server;
 pub mod validate;
 

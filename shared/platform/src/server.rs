@@ -57,6 +57,8 @@ pub struct ServiceSpec {
 pub struct AuthSettings {
     pub verifier: Arc<TokenVerifier>,
     pub operator_token_sha256: Option<[u8; 32]>,
+    /// SHA-256 of the service credential internal methods require.
+    pub service_token_sha256: Option<[u8; 32]>,
 }
 
 const PUBLIC_INFRASTRUCTURE: &[MethodAccess] = &[
@@ -127,6 +129,7 @@ pub async fn serve(
         verifier: auth.verifier,
         table: access_table(spec.access),
         operator_token_sha256: auth.operator_token_sha256,
+        service_token_sha256: auth.service_token_sha256,
     });
     let routes = spec
         .routes

@@ -1,7 +1,13 @@
 //! Request validation that collects every field violation before failing,
 //! so a client learns about all its mistakes in one round trip.
+//!
+//! Every text field refuses control characters and the bidirectional
+//! formatting characters that make text display in another order than it
+//! is stored; e-mail addresses are normalised (NFKC, lower case) and must
+//! be ASCII, so no look-alike of an address can sit next to it.
 
 use tonic_types::FieldViolation;
+use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -95,15 +101,36 @@ impl Violations {
                 format!("must be at most {max} characters, got {chars}"),
             );
         }
-        if value.chars().any(|c| c == '\0') {
-            self.add(field, "must not contain NUL characters");
+        if let Some((c, what)) = value
+            .chars()
+            .find_map(|c| forbidden(c).map(|what| (c, what)))
+        {
+            self.add(
+                field,
+                format!("must not contain {what} (found U+{:04X})", u32::from(c)),
+            );
         }
     }
 
-    /// A required e-mail address, lowercased.
+    /// A required e-mail address, normalised ([`normalize_email`]). It must
+    /// be ASCII once normalised: full-width letters become their ASCII
+    /// selves, while a Cyrillic `а` or any other non-ASCII look-alike is
+    /// refused, so `аlice@acme.test` can never be registered beside
+    /// `alice@acme.test`. Internationalised domains go in their `xn--` form.
     pub fn email(&mut self, field: &str, value: &str) -> String {
-        let email = self.required(field, value, SHORT_TEXT).to_lowercase();
-        if !email.is_empty() && !is_email(&email) {
+        let raw = self.required(field, value, SHORT_TEXT);
+        if raw.is_empty() {
+            return raw;
+        }
+        let email = normalize_email(&raw);
+        if !email.is_ascii() {
+            self.add(
+                field,
+                "must be an ASCII e-mail address (internationalised domains in their xn-- form)",
+            );
+        } else if email.len() > SHORT_TEXT {
+            self.add(field, format!("must be at most {SHORT_TEXT} characters"));
+        } else if !is_email(&email) {
             self.add(field, "must be an e-mail address");
         }
         email
@@ -179,6 +206,31 @@ impl Violations {
             }
         }
     }
+}
+
+/// What every text field refuses, if `c` is one of them: control characters
+/// (Unicode category Cc: C0, DEL and C1, tab and newline included), and the
+/// bidirectional formatting characters (embeddings, overrides, isolates and
+/// marks) that can make a name or address display as something it is not.
+fn forbidden(c: char) -> Option<&'static str> {
+    if c.is_control() {
+        Some("control characters")
+    } else if matches!(
+        c,
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
+    ) {
+        Some("bidirectional formatting characters")
+    } else {
+        None
+    }
+}
+
+/// An e-mail address as it is stored and looked up: trimmed, NFKC-normalised
+/// (compatibility forms such as full-width letters become ASCII) and lower
+/// case. Login normalises the same way, so every spelling that normalises
+/// alike finds the same account.
+pub fn normalize_email(value: &str) -> String {
+    value.trim().nfkc().collect::<String>().to_lowercase()
 }
 
 /// An `ILIKE` pattern matching `text` anywhere, with the pattern
@@ -352,6 +404,56 @@ mod tests {
     #[test]
     fn like_patterns_escape_wildcards() {
         assert_eq!(contains_pattern("a%b_c\\"), "%a\\%b\\_c\\\\%");
+    }
+
+    #[test]
+    fn text_fields_refuse_control_and_bidi_characters() {
+        for bad in [
+            "Ali\u{0007}ce",
+            "Ali\nce",
+            "Ali\tce",
+            "Ali\u{0085}ce",
+            "Ali\u{202E}ecila",
+            "Ali\u{2066}ce",
+            "Ali\u{200F}ce",
+            "Ali\u{061C}ce",
+            "nul\0",
+        ] {
+            let mut v = Violations::new();
+            v.required("user.first_name", bad, SHORT_TEXT);
+            v.optional("user.title", bad, SHORT_TEXT);
+            let Err(ApiError::InvalidArgument(violations)) = v.finish() else {
+                panic!("{bad:?} should be refused");
+            };
+            assert_eq!(violations.len(), 2, "{bad:?}");
+        }
+        let mut v = Violations::new();
+        v.required("user.first_name", "Zoë O'Brien-Łukasz 李", SHORT_TEXT);
+        assert!(v.finish().is_ok(), "ordinary letters pass");
+    }
+
+    #[test]
+    fn emails_are_normalised_and_must_be_ascii() {
+        let mut v = Violations::new();
+        assert_eq!(
+            v.email("email", "\u{FF21}lice@\u{FF41}cme.test"),
+            "alice@acme.test"
+        );
+        assert_eq!(v.email("email", "ALICE＠ACME.TEST"), "alice@acme.test");
+        assert!(v.finish().is_ok());
+        for lookalike in [
+            "\u{0430}lice@acme.test",
+            "alice@\u{0430}cme.test",
+            "alicé@acme.test",
+        ] {
+            let mut v = Violations::new();
+            v.email("email", lookalike);
+            assert!(v.finish().is_err(), "{lookalike} should be refused");
+        }
+        assert_eq!(
+            normalize_email(" \u{FF21}LICE@acme.test "),
+            "alice@acme.test"
+        );
     }
 
     #[test]

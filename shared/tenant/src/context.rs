@@ -28,6 +28,8 @@ pub struct TenantContext {
     pub name: String,
     pub email: String,
     pub token_id: Uuid,
+    /// The session (refresh-token family) the token was issued for.
+    pub session_id: Uuid,
     pub meta: RequestMeta,
 }
 
@@ -68,6 +70,13 @@ pub enum AuthFailure {
     TokenInvalid,
     /// An operator method without the right operator credential.
     OperatorCredentialRequired,
+    /// An internal method without the right service credential.
+    ServiceCredentialRequired,
+    /// A valid token whose session was revoked (logout, password change):
+    /// log in again.
+    SessionRevoked,
+    /// A valid token of a deactivated user.
+    UserDeactivated,
 }
 
 impl AuthFailure {
@@ -78,6 +87,9 @@ impl AuthFailure {
             AuthFailure::TokenExpired => "TOKEN_EXPIRED",
             AuthFailure::TokenInvalid => "TOKEN_INVALID",
             AuthFailure::OperatorCredentialRequired => "OPERATOR_CREDENTIAL_REQUIRED",
+            AuthFailure::ServiceCredentialRequired => "SERVICE_CREDENTIAL_REQUIRED",
+            AuthFailure::SessionRevoked => "SESSION_REVOKED",
+            AuthFailure::UserDeactivated => "USER_DEACTIVATED",
         }
     }
 
@@ -87,6 +99,9 @@ impl AuthFailure {
             AuthFailure::TokenExpired => "access token expired; refresh it",
             AuthFailure::TokenInvalid => "access token invalid; log in again",
             AuthFailure::OperatorCredentialRequired => "operator credential required",
+            AuthFailure::ServiceCredentialRequired => "service credential required",
+            AuthFailure::SessionRevoked => "the session of this token is revoked; log in again",
+            AuthFailure::UserDeactivated => "user is deactivated",
         }
     }
 
@@ -95,6 +110,13 @@ impl AuthFailure {
         let details = ErrorDetails::with_error_info(self.reason(), ERROR_DOMAIN, HashMap::new());
         Status::with_error_details(Code::Unauthenticated, self.message(), details)
     }
+}
+
+/// Marks a request authenticated with the service credential: another
+/// CodeOps process, never a user.
+#[derive(Clone, Debug)]
+pub struct ServiceContext {
+    pub meta: RequestMeta,
 }
 
 /// `PERMISSION_DENIED` with the missing permission codes in an `ErrorInfo`
@@ -123,6 +145,8 @@ pub trait RequestExt {
     fn tenant(&self) -> Result<&TenantContext, Status>;
     /// The caller of an operator RPC.
     fn operator(&self) -> Result<&OperatorContext, Status>;
+    /// The caller of an internal RPC (service credential).
+    fn service(&self) -> Result<&ServiceContext, Status>;
     /// Request id, peer and user agent; the request pipeline puts them on
     /// every request.
     fn meta(&self) -> RequestMeta;
@@ -139,6 +163,12 @@ impl<T> RequestExt for tonic::Request<T> {
         self.extensions()
             .get::<OperatorContext>()
             .ok_or_else(|| AuthFailure::OperatorCredentialRequired.status())
+    }
+
+    fn service(&self) -> Result<&ServiceContext, Status> {
+        self.extensions()
+            .get::<ServiceContext>()
+            .ok_or_else(|| Status::unauthenticated("service credential required"))
     }
 
     fn meta(&self) -> RequestMeta {

@@ -18,7 +18,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::context::{
-    AuthFailure, ERROR_DOMAIN, OperatorContext, RequestMeta, TenantContext, permission_denied,
+    AuthFailure, ERROR_DOMAIN, OperatorContext, RequestMeta, ServiceContext, TenantContext,
+    permission_denied,
 };
 use crate::permission::{Permission, PermissionSet};
 use crate::token::{TokenError, TokenVerifier};
@@ -34,6 +35,9 @@ pub enum Access {
     Require(Permission),
     /// The operator credential from configuration.
     Operator,
+    /// The service credential other CodeOps processes call internal
+    /// methods with (`CODEOPS_SERVICE_TOKEN`); a user token never passes.
+    Service,
 }
 
 /// One row of a service's access table: a full method path
@@ -81,6 +85,8 @@ pub struct AuthConfig {
     pub table: AccessTable,
     /// SHA-256 of the operator credential; `None` disables operator RPCs.
     pub operator_token_sha256: Option<[u8; 32]>,
+    /// SHA-256 of the service credential; `None` disables internal RPCs.
+    pub service_token_sha256: Option<[u8; 32]>,
 }
 
 #[derive(Clone)]
@@ -155,6 +161,9 @@ where
             Caller::Operator(ctx) => {
                 req.extensions_mut().insert(ctx);
             }
+            Caller::Service(ctx) => {
+                req.extensions_mut().insert(ctx);
+            }
             Caller::Tenant(ctx) => {
                 // The pipeline's span declared these fields empty.
                 let span = tracing::Span::current();
@@ -170,6 +179,7 @@ where
 enum Caller {
     Anonymous,
     Operator(OperatorContext),
+    Service(ServiceContext),
     Tenant(Box<TenantContext>),
 }
 
@@ -186,7 +196,22 @@ fn authorize<B>(
     let required = match access {
         Access::Public => return Ok(Caller::Anonymous),
         Access::Operator => {
-            return operator(config, req, meta);
+            credential(
+                config.operator_token_sha256,
+                req,
+                operator_methods_disabled,
+                AuthFailure::OperatorCredentialRequired,
+            )?;
+            return Ok(Caller::Operator(OperatorContext { meta }));
+        }
+        Access::Service => {
+            credential(
+                config.service_token_sha256,
+                req,
+                internal_methods_disabled,
+                AuthFailure::ServiceCredentialRequired,
+            )?;
+            return Ok(Caller::Service(ServiceContext { meta }));
         }
         Access::Authenticated => None,
         Access::Require(permission) => Some(permission),
@@ -196,7 +221,11 @@ fn authorize<B>(
         tracing::debug!(error = %err, "access token refused");
         match err {
             TokenError::Expired => AuthFailure::TokenExpired.status(),
-            TokenError::Invalid(_) | TokenError::UnknownKey => AuthFailure::TokenInvalid.status(),
+            TokenError::SessionRevoked => AuthFailure::SessionRevoked.status(),
+            TokenError::UserDeactivated => AuthFailure::UserDeactivated.status(),
+            TokenError::Invalid(_) | TokenError::UnknownKey | TokenError::LifetimeTooLong(_) => {
+                AuthFailure::TokenInvalid.status()
+            }
         }
     })?;
     let permissions: PermissionSet = claims
@@ -217,25 +246,30 @@ fn authorize<B>(
         name: claims.name,
         email: claims.email,
         token_id: claims.jti,
+        session_id: claims.sid,
         meta,
     })))
 }
 
-fn operator<B>(config: &AuthConfig, req: &Request<B>, meta: RequestMeta) -> Result<Caller, Status> {
-    let expected = config
-        .operator_token_sha256
-        .ok_or_else(operator_methods_disabled)?;
-    let presented = bearer(req).ok_or_else(|| AuthFailure::OperatorCredentialRequired.status())?;
+/// A configured credential (operator, service), compared as SHA-256
+/// digests in constant time, so timing says nothing about a guess.
+fn credential<B>(
+    expected: Option<[u8; 32]>,
+    req: &Request<B>,
+    disabled: fn() -> Status,
+    failure: AuthFailure,
+) -> Result<(), Status> {
+    let expected = expected.ok_or_else(disabled)?;
+    let presented = bearer(req).ok_or_else(|| failure.status())?;
     let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-    // Constant-time comparison of the digests.
     let diff = expected
         .iter()
         .zip(presented.iter())
         .fold(0u8, |acc, (a, b)| acc | (a ^ b));
     if diff != 0 {
-        return Err(AuthFailure::OperatorCredentialRequired.status());
+        return Err(failure.status());
     }
-    Ok(Caller::Operator(OperatorContext { meta }))
+    Ok(())
 }
 
 /// `UNIMPLEMENTED` for a path no access row names: the method does not
@@ -261,6 +295,18 @@ fn operator_methods_disabled() -> Status {
     Status::with_error_details(
         Code::PermissionDenied,
         "operator methods are disabled",
+        details,
+    )
+}
+
+/// `PERMISSION_DENIED` for an internal method while no service credential
+/// is configured.
+fn internal_methods_disabled() -> Status {
+    let details =
+        ErrorDetails::with_error_info("INTERNAL_METHODS_DISABLED", ERROR_DOMAIN, HashMap::new());
+    Status::with_error_details(
+        Code::PermissionDenied,
+        "internal methods are disabled",
         details,
     )
 }
@@ -330,6 +376,7 @@ mod tests {
             verifier: Arc::new(verifier),
             table,
             operator_token_sha256: operator.map(operator_token_digest),
+            service_token_sha256: Some(operator_token_digest("service-credential")),
         });
         Fixture { layer, signer }
     }
@@ -346,6 +393,7 @@ mod tests {
                     permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
                     name: "Carol".into(),
                     email: "carol@example.test".into(),
+                    session_id: uuid::Uuid::new_v4(),
                 })
                 .expect("sign");
             (token, user_id)

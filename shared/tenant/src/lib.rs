@@ -6,14 +6,16 @@
 pub mod context;
 pub mod layer;
 pub mod permission;
+pub mod revocation;
 pub mod token;
 
 pub use context::{
-    AuthFailure, ERROR_DOMAIN, OperatorContext, RequestExt, RequestMeta, TenantContext,
-    permission_denied,
+    AuthFailure, ERROR_DOMAIN, OperatorContext, RequestExt, RequestMeta, ServiceContext,
+    TenantContext, permission_denied,
 };
 pub use layer::{Access, AccessTable, AuthConfig, AuthLayer, MethodAccess};
 pub use permission::{Permission, PermissionSet};
+pub use revocation::{RevocationSet, Revoked};
 pub use token::{
     Claims, KeyPair, PublicKey, Subject, TokenError, TokenSettings, TokenSigner, TokenVerifier,
 };

@@ -2,7 +2,7 @@
 //! every service verifies locally with the public key.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::revocation::{RevocationSet, Revoked};
+
 /// The only algorithm accepted: a token signed with anything else, or not
 /// signed at all, is rejected before its claims are looked at.
 pub const ALGORITHM: Algorithm = Algorithm::EdDSA;
@@ -22,6 +24,13 @@ pub const DEFAULT_ISSUER: &str = "codeops-identity";
 pub const DEFAULT_AUDIENCE: &str = "codeops";
 /// Cached verifications kept at most; the cache is cleared when full.
 const CACHE_CAPACITY: usize = 16_384;
+/// Clock skew between hosts tolerated on `exp` and `nbf`, in seconds: a
+/// few seconds, so an expired token is refused almost exactly when it
+/// expires.
+pub const LEEWAY_SECS: u64 = 5;
+/// Default of the longest access-token lifetime (`exp - iat`) a verifier
+/// accepts.
+pub const DEFAULT_MAX_ACCESS_TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -59,6 +68,10 @@ pub struct Claims {
     pub iat: u64,
     /// Token id.
     pub jti: Uuid,
+    /// Session id: the refresh-token family the token was issued for, so a
+    /// revoked session (logout, password change, deactivation) can be
+    /// refused before the token expires.
+    pub sid: Uuid,
 }
 
 /// The signing key pair of the identity service.
@@ -146,7 +159,12 @@ pub fn read_pem(value: &str) -> Result<String, KeyError> {
 pub struct TokenSettings {
     pub issuer: String,
     pub audience: String,
+    /// Lifetime of the access tokens identity signs.
     pub access_ttl: Duration,
+    /// Longest lifetime (`exp - iat`) a verifier accepts: a token signed
+    /// for longer is refused whatever its signature, so no misconfigured or
+    /// older signer can hand out tokens that outlive the revocation bound.
+    pub max_access_ttl: Duration,
 }
 
 impl Default for TokenSettings {
@@ -155,6 +173,7 @@ impl Default for TokenSettings {
             issuer: DEFAULT_ISSUER.into(),
             audience: DEFAULT_AUDIENCE.into(),
             access_ttl: Duration::from_secs(15 * 60),
+            max_access_ttl: DEFAULT_MAX_ACCESS_TTL,
         }
     }
 }
@@ -174,6 +193,8 @@ pub struct Subject<'a> {
     pub permissions: Vec<String>,
     pub name: String,
     pub email: String,
+    /// The session (refresh-token family) the token belongs to.
+    pub session_id: Uuid,
 }
 
 impl TokenSigner {
@@ -210,6 +231,7 @@ impl TokenSigner {
             nbf: now,
             iat: now,
             jti: Uuid::new_v4(),
+            sid: subject.session_id,
         };
         let mut header = Header::new(ALGORITHM);
         header.kid = Some(self.kid.clone());
@@ -230,6 +252,12 @@ pub enum TokenError {
     Invalid(jsonwebtoken::errors::Error),
     #[error("token signed by unknown key")]
     UnknownKey,
+    #[error("token lifetime of {0} s exceeds the accepted maximum")]
+    LifetimeTooLong(u64),
+    #[error("the token's session is revoked")]
+    SessionRevoked,
+    #[error("the token's user is deactivated")]
+    UserDeactivated,
 }
 
 impl From<jsonwebtoken::errors::Error> for TokenError {
@@ -249,6 +277,8 @@ pub struct TokenVerifier {
     keys: Vec<(String, DecodingKey)>,
     validation: Validation,
     cache: RwLock<HashMap<String, Claims>>,
+    max_ttl: u64,
+    revocations: Arc<RevocationSet>,
 }
 
 impl TokenVerifier {
@@ -267,16 +297,49 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.leeway = 30;
+        validation.leeway = LEEWAY_SECS;
+        let max_ttl = settings.max_access_ttl.as_secs();
         Ok(Self {
             keys,
             validation,
             cache: RwLock::new(HashMap::new()),
+            max_ttl,
+            // Past its entry's time plus the longest token lifetime (and the
+            // leeway), no token an entry could refuse is still valid.
+            revocations: Arc::new(RevocationSet::new(Duration::from_secs(
+                max_ttl + 2 * LEEWAY_SECS,
+            ))),
         })
     }
 
+    /// The revoked sessions and users this verifier refuses; the revocation
+    /// feed fills it.
+    pub fn revocations(&self) -> Arc<RevocationSet> {
+        self.revocations.clone()
+    }
+
+    /// A token's claims if it is signed by a known key, valid now, no
+    /// longer-lived than accepted, and neither its session nor its user
+    /// has been revoked.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        self.verify_at(token, unix_now())
+        let claims = self.verify_at(token, unix_now())?;
+        self.check_lifetime_and_revocation(&claims)?;
+        Ok(claims)
+    }
+
+    fn check_lifetime_and_revocation(&self, claims: &Claims) -> Result<(), TokenError> {
+        // Measured from the earlier of `iat` and `nbf` (the latter is
+        // checked to have passed), so a token dated in the future cannot
+        // stay usable for longer than the maximum from now.
+        let lifetime = claims.exp.saturating_sub(claims.iat.min(claims.nbf));
+        if lifetime > self.max_ttl {
+            return Err(TokenError::LifetimeTooLong(lifetime));
+        }
+        match self.revocations.refuses(claims) {
+            None => Ok(()),
+            Some(Revoked::Session) => Err(TokenError::SessionRevoked),
+            Some(Revoked::User) => Err(TokenError::UserDeactivated),
+        }
     }
 
     /// `verify` with the cache judged at `now`, so tests can move past an
@@ -347,6 +410,7 @@ mod tests {
             permissions: vec!["user.read".into()],
             name: "Alice".into(),
             email: "alice@example.test".into(),
+            session_id: Uuid::new_v4(),
         }
     }
 
@@ -366,6 +430,7 @@ mod tests {
             nbf: now - 7200,
             iat: now - 7200,
             jti: Uuid::new_v4(),
+            sid: Uuid::new_v4(),
         };
         let mut header = Header::new(ALGORITHM);
         header.kid = Some(signer.kid.clone());

@@ -101,6 +101,7 @@ pub async fn health_status(
 pub const IDENTITY_SERVICES: &[&str] = &[
     "codeops.identity.v1.AuditService",
     "codeops.identity.v1.AuthService",
+    "codeops.identity.v1.InternalService",
     "codeops.identity.v1.RoleService",
     "codeops.identity.v1.TeamService",
     "codeops.identity.v1.TenantService",

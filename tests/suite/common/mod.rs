@@ -48,6 +48,11 @@ use uuid::Uuid;
 pub const PASSWORD: &str = "password123";
 /// The operator credential `TestApp` services accept.
 pub const OPERATOR_TOKEN: &str = "test-operator-token";
+/// The service credential of `TestApp`'s internal API (revocation feed).
+pub const SERVICE_TOKEN: &str = "test-service-credential";
+/// How often `TestApp` services poll the revocation feed: short, so tests
+/// see a revocation arrive within a second or two.
+pub const REVOCATION_POLL: Duration = Duration::from_secs(1);
 
 /// Fixed ids of the seeds (`seeds/`).
 pub mod ids {
@@ -420,6 +425,9 @@ impl TestApp {
             bcrypt_threads: 0,
             operator_token: Some(OPERATOR_TOKEN.to_owned()),
             limits: MessageLimits::default(),
+            service_token: SERVICE_TOKEN.to_owned(),
+            identity_url: None,
+            revocation_poll: REVOCATION_POLL,
         };
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
         let services: Vec<_> = Service::ALL.iter().map(|s| (*s, loopback)).collect();

@@ -165,6 +165,22 @@ async fn every_method_enforces_its_declared_access() {
                         );
                     }
                 }
+                Access::Service => {
+                    // Neither a user's token nor the operator's credential
+                    // is the service credential.
+                    for credential in [owner.as_str(), crate::common::OPERATOR_TOKEN] {
+                        let refused = call(channel.clone(), path, Some(credential))
+                            .await
+                            .expect_err("only the service credential passes");
+                        assert_eq!(refused.code(), Code::Unauthenticated, "{path}");
+                        assert_eq!(reason(&refused), "SERVICE_CREDENTIAL_REQUIRED", "{path}");
+                    }
+                    if let Err(status) =
+                        call(channel.clone(), path, Some(crate::common::SERVICE_TOKEN)).await
+                    {
+                        assert!(!refused_by_auth_layer(&status), "{path}: {status:?}");
+                    }
+                }
                 Access::Operator => {
                     // A user's token, even the owner's, is no operator credential.
                     let refused = call(channel.clone(), path, Some(&owner))

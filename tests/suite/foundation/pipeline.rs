@@ -222,6 +222,7 @@ async fn serve_panics(db: &TestDb) -> (SocketAddr, tokio::sync::oneshot::Sender<
     let auth = AuthSettings {
         verifier: Arc::new(verifier),
         operator_token_sha256: None,
+        service_token_sha256: None,
     };
     let db = db.service_db(codeops_platform::ServiceRole::Planning).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -549,7 +550,8 @@ async fn missing_expired_and_invalid_tokens_have_distinct_reasons() {
             "sub": ids::ALICE, "tid": ids::ACME, "role": "OWNER", "perms": [],
             "name": "Alice Anders", "email": "alice@acme.test",
             "iss": "codeops-identity", "aud": "codeops",
-            "exp": exp, "nbf": now - 7200, "iat": now - 7200, "jti": Uuid::new_v4(),
+            "exp": exp, "nbf": exp - 900, "iat": exp - 900, "jti": Uuid::new_v4(),
+            "sid": Uuid::new_v4(),
         })
     };
     let valid = sign_eddsa(&key, &header, &claims(now + 600));

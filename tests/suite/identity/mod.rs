@@ -6,6 +6,7 @@ mod auth;
 mod cross_tenant;
 pub mod jwt;
 mod roles;
+mod security;
 mod stale_tokens;
 pub mod support;
 pub mod teams;

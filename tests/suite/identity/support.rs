@@ -25,7 +25,9 @@ use tonic::transport::Channel;
 use uuid::Uuid;
 
 pub use crate::common::checks::*;
-use crate::common::{OPERATOR_TOKEN, PASSWORD, TestApp, TestDb, bearer, channel};
+use crate::common::{
+    OPERATOR_TOKEN, PASSWORD, REVOCATION_POLL, SERVICE_TOKEN, TestApp, TestDb, bearer, channel,
+};
 
 /// Password of the users the tests create.
 pub const NEW_PASSWORD: &str = "correct-horse-battery-9";
@@ -224,6 +226,9 @@ impl KeyedIdentity {
             bcrypt_threads: 0,
             operator_token: Some(OPERATOR_TOKEN.to_owned()),
             limits: MessageLimits::default(),
+            service_token: SERVICE_TOKEN.to_owned(),
+            identity_url: None,
+            revocation_poll: REVOCATION_POLL,
         };
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
         let suite = codeops::suite::start(&config, &[(Service::Identity, loopback)], loopback)

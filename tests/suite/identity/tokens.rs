@@ -27,6 +27,7 @@ fn alice_claims() -> Value {
         "name": "Alice Anders", "email": "alice@acme.test",
         "iss": "codeops-identity", "aud": "codeops",
         "exp": now + 600, "nbf": now - 10, "iat": now - 10, "jti": Uuid::new_v4(),
+        "sid": Uuid::new_v4(),
     })
 }
 
@@ -42,6 +43,7 @@ fn alice_subject() -> Subject<'static> {
         permissions: ALL_PERMISSIONS.iter().map(|p| (*p).to_owned()).collect(),
         name: "Alice Anders".into(),
         email: "alice@acme.test".into(),
+        session_id: Uuid::new_v4(),
     }
 }
 
@@ -222,7 +224,7 @@ async fn an_access_token_from_another_issuer_is_unauthenticated() {
 #[tokio::test]
 async fn an_access_token_missing_a_required_claim_is_unauthenticated() {
     let identity = KeyedIdentity::spawn().await;
-    for claim in ["aud", "iss", "exp", "nbf", "sub", "tid"] {
+    for claim in ["aud", "iss", "exp", "nbf", "sub", "tid", "sid"] {
         let mut claims = alice_claims();
         claims.as_object_mut().expect("object").remove(claim);
         let token = identity
