@@ -7,6 +7,7 @@ mod identity_audit;
 mod identity_auth;
 mod identity_cross_tenant;
 mod identity_jwt;
+mod identity_login_security;
 mod identity_roles;
 mod identity_stale_tokens;
 mod identity_support;

@@ -15,7 +15,7 @@
 pub mod grpc;
 pub mod process;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -517,6 +517,17 @@ impl TestApp {
 pub fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
         .expect("valid endpoint")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy()
+}
+
+/// A lazily connecting channel to `addr` whose connections come from
+/// `source`. Every 127.0.0.0/8 address is loopback on Linux, so a test can
+/// play several clients that the services tell apart by peer address.
+pub fn channel_from(source: IpAddr, addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("valid endpoint")
+        .local_address(Some(source))
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy()
 }
