@@ -55,8 +55,8 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Whose hashing a job is, for the fair queue.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Lane {
-    /// The service's own work: hashing a password set by an administrator
-    /// or a user already logged in.
+    /// The service's own work: passwords set by an administrator, or
+    /// checked and changed for a user already logged in.
     Service,
     /// A login from this client address.
     Client(ClientAddr),
