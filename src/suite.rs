@@ -235,7 +235,7 @@ pub async fn start(
     }));
     for (service, listener) in listeners {
         let db = Db::connect(&config.db, service.role()).await?;
-        let spec = spec(service, db.clone(), config)?;
+        let spec = spec(service, db.clone(), config, &pipeline.metrics)?;
         suite.addrs.push((service, listener.local_addr()?));
         let mut stopped = stopped.clone();
         let shutdown = async move {
@@ -301,7 +301,12 @@ fn revocation_feed(
     )?)
 }
 
-fn spec(service: Service, db: Db, config: &SuiteConfig) -> anyhow::Result<ServiceSpec> {
+fn spec(
+    service: Service,
+    db: Db,
+    config: &SuiteConfig,
+    metrics: &Metrics,
+) -> anyhow::Result<ServiceSpec> {
     Ok(match service {
         Service::Identity => {
             let pair = config
@@ -318,6 +323,7 @@ fn spec(service: Service, db: Db, config: &SuiteConfig) -> anyhow::Result<Servic
                     refresh_ttl: config.refresh_ttl,
                     bcrypt_cost: config.bcrypt_cost,
                     bcrypt_threads: config.bcrypt_threads,
+                    metrics: metrics.clone(),
                 },
             )
         }

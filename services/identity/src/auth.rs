@@ -21,8 +21,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::Svc;
-use crate::password::{MAX_PASSWORD_BYTES, check_new_password};
-use crate::throttle::LoginThrottle;
+use crate::password::{Lane, MAX_PASSWORD_BYTES, check_new_password};
+use crate::throttle::{Failure, Who};
 use crate::users::{self, UserRow, revoke_sessions};
 
 /// Every login failure says exactly this, whatever the cause.
@@ -37,6 +37,12 @@ const REFRESH_REUSED: Problem = Problem::new(
     "refresh token reuse detected; the session is revoked",
 );
 const USER_DEACTIVATED: Problem = Problem::new("USER_DEACTIVATED", "user is deactivated");
+
+/// The highest bcrypt cost among a tenant's stored password hashes.
+const HIGHEST_HASH_COST: &str = concat!(
+    r"SELECT max((regexp_match(password_hash, '^\$2[abxy]?\$(\d\d)\$'))[1]::int) ",
+    "FROM core.users WHERE tenant_id = $1",
+);
 
 /// Tenants whose users may log in and refresh.
 pub(crate) fn tenant_open(status: Option<&str>) -> bool {
@@ -142,7 +148,11 @@ impl Svc {
         meta: &RequestMeta,
     ) -> Result<LoginResponse, ApiError> {
         let mut v = Violations::new();
-        let slug = v.required("tenant_slug", &req.tenant_slug, SHORT_TEXT);
+        // Slugs are lowercase: `ACME` is acme, for the lookup as for the
+        // throttle.
+        let slug = v
+            .required("tenant_slug", &req.tenant_slug, SHORT_TEXT)
+            .to_lowercase();
         // Normalised as stored (NFKC, lower case): a full-width or
         // upper-case spelling finds the same account and shares its throttle.
         let email = normalize_email(&v.required("email", &req.email, SHORT_TEXT));
@@ -156,17 +166,13 @@ impl Svc {
         }
         v.finish()?;
 
-        let throttle_key = LoginThrottle::key(&slug, &email);
-        let attempt = self.throttle.attempt(&throttle_key).map_err(|wait| {
-            ApiError::throttled(
-                "LOGIN_THROTTLED",
-                format!(
-                    "too many failed logins; retry in {} s",
-                    wait.as_secs().max(1)
-                ),
-                wait,
-            )
-        })?;
+        // A refused attempt costs no database round trip and no hashing.
+        let who = Who::new(&slug, &email, meta.peer_ip.as_deref());
+        let lane = Lane::Client(who.addr());
+        let attempt = self
+            .throttle
+            .attempt(who)
+            .map_err(|refusal| ApiError::Status(refusal.into_status()))?;
 
         // Resolve the tenant through the one narrow cross-tenant path, then
         // scope the rest of the transaction to it.
@@ -177,31 +183,61 @@ impl Svc {
             tenant_ok = tenant_open(status.as_deref());
             let mut tx = self.db.read_as(&Actor::login(*tenant_id, meta)).await?;
             user = users::find_by_email(&mut tx, &email).await?;
-            // No connection is held while bcrypt runs: a burst of logins
-            // must not drain the pool the other RPCs need.
+            // Hashes of another cost than the configured one (seeded,
+            // imported, or made before the cost changed) would let timing
+            // tell their accounts apart: every failed check is padded to the
+            // costliest hash in the tenant, whichever account is tried.
+            let highest: Option<i32> = sqlx::query_scalar(HIGHEST_HASH_COST)
+                .bind(tenant_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            if let Some(cost) = highest.and_then(|c| u32::try_from(c).ok()) {
+                self.passwords.note_stored_cost(cost);
+            }
+            // The read ends here: no connection is held while bcrypt runs,
+            // so a burst of logins cannot drain the pool other RPCs need.
         }
-        // The hash is always checked, against a dummy one when there is no
-        // user, so every failure takes about as long as a success.
+        let eligible = tenant_ok && user.as_ref().is_some_and(UserRow::active);
+        // Unknown account, wrong password, deactivated user and closed
+        // tenant all cost the same bcrypt work (see `check_login`).
         let password_ok = self
             .passwords
-            .verify(
+            .check_login(
+                lane,
                 req.password.clone(),
                 user.as_ref().map(|u| u.password_hash.clone()),
+                eligible,
             )
             .await?;
         let user = match user {
-            Some(user) if password_ok && tenant_ok && user.active() => user,
-            _ => {
-                attempt.failed();
+            Some(user) if password_ok && eligible => user,
+            user => {
+                let failure = match (&tenant, user) {
+                    (None, _) => Failure::UnknownTenant,
+                    (Some(_), None) => Failure::UnknownUser,
+                    _ if !password_ok => Failure::WrongPassword,
+                    _ if !tenant_ok => Failure::TenantClosed,
+                    _ => Failure::UserInactive,
+                };
+                attempt.failed(failure);
                 return Err(ApiError::Unauthenticated(BAD_CREDENTIALS));
             }
         };
-        attempt.succeeded();
+        // Re-hashed in the same lane while the attempt still holds its
+        // address's place, so re-hashes are bounded per address like checks.
+        // Best effort: a busy queue only postpones it to the next login.
         let rehashed = if self.passwords.needs_rehash(&user.password_hash) {
-            Some(self.passwords.hash(req.password.clone()).await?)
+            match self.passwords.hash_in(lane, req.password.clone()).await {
+                Ok(hash) => Some(hash),
+                Err(error) => {
+                    tracing::warn!(%error, "password re-hash skipped");
+                    None
+                }
+            }
         } else {
             None
         };
+        attempt.succeeded();
 
         let mut tx = self.db.write_as(Actor::login(user.tenant_id, meta)).await?;
         tx.authenticated(user.id, user.display_name(), user.email.clone());
@@ -392,14 +428,17 @@ impl AuthService for Svc {
             v.add("new_password", "must differ from the current password");
         }
         v.finish()?;
-        let throttle_key = LoginThrottle::key(&ctx.tenant_id.to_string(), &ctx.email);
-        let attempt = self.throttle.attempt(&throttle_key).map_err(|wait| {
-            ApiError::throttled(
-                "PASSWORD_CHECK_THROTTLED",
-                "too many wrong passwords; retry later",
-                wait,
-            )
-        })?;
+        // Keyed by tenant id, not slug: counted apart from logins, so a
+        // stolen access token guessing here cannot lock the owner's login.
+        let who = Who::new(
+            &ctx.tenant_id.to_string(),
+            &ctx.email,
+            ctx.meta.peer_ip.as_deref(),
+        );
+        let attempt = self
+            .throttle
+            .attempt(who)
+            .map_err(|refusal| ApiError::Status(refusal.into_status()))?;
         // The caller re-checked (write_tx), then let go: no connection is
         // held while bcrypt runs, and nothing was written to commit.
         let user = {
@@ -414,7 +453,7 @@ impl AuthService for Svc {
             )
             .await?;
         if !ok {
-            attempt.failed();
+            attempt.failed(Failure::WrongPassword);
             return Err(ApiError::field("current_password", "is not the current password").into());
         }
         attempt.succeeded();

@@ -49,6 +49,8 @@ pub struct IdentityConfig {
     pub bcrypt_cost: u32,
     /// Hashes that may run at once; 0: all cores but one.
     pub bcrypt_threads: usize,
+    /// Where identity counts its own events (failed logins, lock-outs).
+    pub metrics: codeops_platform::Metrics,
 }
 
 const fn rpc(path: &'static str, access: codeops_tenant::Access) -> MethodAccess {
@@ -280,11 +282,12 @@ macro_rules! compressed {
 
 pub fn spec(db: Db, config: IdentityConfig) -> ServiceSpec {
     let passwords = password::Hasher::new(config.bcrypt_cost, config.bcrypt_threads);
+    let throttle = throttle::LoginThrottle::new(config.metrics.clone());
     let svc = Svc(Arc::new(Identity {
         db,
         config,
         passwords,
-        throttle: throttle::LoginThrottle::default(),
+        throttle,
     }));
     let routes = Routes::new(compressed!(AuthServiceServer, svc))
         .add_service(compressed!(TenantServiceServer, svc))

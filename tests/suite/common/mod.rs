@@ -18,7 +18,7 @@ pub mod metrics;
 pub mod process;
 pub mod raw;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -391,6 +391,25 @@ impl Drop for TestDb {
 // ---------------------------------------------------------------------------
 // The running suite
 
+/// How the tests run the services on `db`: ephemeral keys, bcrypt at its
+/// cheapest, the test operator and service credentials, a 1 s revocation
+/// poll. Tests that need other settings override fields of it.
+pub fn suite_config(db: &TestDb) -> SuiteConfig {
+    SuiteConfig {
+        db: DbOptions::new(db.url.clone()),
+        keys: Keys::load(None, None, true).expect("ephemeral keys"),
+        token: TokenSettings::default(),
+        refresh_ttl: Duration::from_secs(24 * 3600),
+        bcrypt_cost: 4,
+        bcrypt_threads: 0,
+        operator_token: Some(OPERATOR_TOKEN.to_owned()),
+        limits: MessageLimits::default(),
+        service_token: SERVICE_TOKEN.to_owned(),
+        identity_url: None,
+        revocation_poll: REVOCATION_POLL,
+    }
+}
+
 /// The three services on loopback ports, on a seeded database of their own.
 pub struct TestApp {
     pub identity_addr: SocketAddr,
@@ -416,19 +435,7 @@ impl TestApp {
     /// The three services on an existing (migrated) database.
     pub async fn spawn_on(db: TestDb) -> TestApp {
         init_logging();
-        let config = SuiteConfig {
-            db: DbOptions::new(db.url.clone()),
-            keys: Keys::load(None, None, true).expect("ephemeral keys"),
-            token: TokenSettings::default(),
-            refresh_ttl: Duration::from_secs(24 * 3600),
-            bcrypt_cost: 4,
-            bcrypt_threads: 0,
-            operator_token: Some(OPERATOR_TOKEN.to_owned()),
-            limits: MessageLimits::default(),
-            service_token: SERVICE_TOKEN.to_owned(),
-            identity_url: None,
-            revocation_poll: REVOCATION_POLL,
-        };
+        let config = suite_config(&db);
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
         let services: Vec<_> = Service::ALL.iter().map(|s| (*s, loopback)).collect();
         let suite = codeops::suite::start(&config, &services, loopback)
@@ -562,6 +569,17 @@ impl TestApp {
 pub fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
         .expect("valid endpoint")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy()
+}
+
+/// A lazily connecting channel to `addr` whose connections come from
+/// `source`. Every 127.0.0.0/8 address is loopback on Linux, so a test can
+/// play several clients that the services tell apart by peer address.
+pub fn channel_from(source: IpAddr, addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("valid endpoint")
+        .local_address(Some(source))
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy()
 }

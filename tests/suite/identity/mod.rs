@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod cross_tenant;
 pub mod jwt;
+mod login_security;
 mod roles;
 mod security;
 mod stale_tokens;

@@ -6,11 +6,8 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use codeops::suite::{Keys, Service, Suite, SuiteConfig};
-use codeops_platform::DbOptions;
-use codeops_platform::pipeline::MessageLimits;
 use codeops_proto::identity::auth_service_client::AuthServiceClient;
 use codeops_proto::identity::role_service_client::RoleServiceClient;
 use codeops_proto::identity::user_service_client::UserServiceClient;
@@ -18,16 +15,14 @@ use codeops_proto::identity::{
     CreateRoleRequest, CreateUserRequest, LoginRequest, LoginResponse, Role, RoleCategory,
     RoleLevel, User,
 };
-use codeops_tenant::{KeyPair, TokenSettings};
+use codeops_tenant::KeyPair;
 use sqlx::PgPool;
 use tonic::Status;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
 pub use crate::common::checks::*;
-use crate::common::{
-    OPERATOR_TOKEN, PASSWORD, REVOCATION_POLL, SERVICE_TOKEN, TestApp, TestDb, bearer, channel,
-};
+use crate::common::{PASSWORD, TestApp, TestDb, bearer, channel, suite_config};
 
 /// Password of the users the tests create.
 pub const NEW_PASSWORD: &str = "correct-horse-battery-9";
@@ -215,20 +210,11 @@ impl KeyedIdentity {
         let db = TestDb::seeded().await;
         let key = KeyPair::generate().expect("key pair");
         let config = SuiteConfig {
-            db: DbOptions::new(db.url.clone()),
             keys: Keys {
                 signing: Some(key.clone()),
                 public: key.public_key(),
             },
-            token: TokenSettings::default(),
-            refresh_ttl: Duration::from_secs(24 * 3600),
-            bcrypt_cost: 4,
-            bcrypt_threads: 0,
-            operator_token: Some(OPERATOR_TOKEN.to_owned()),
-            limits: MessageLimits::default(),
-            service_token: SERVICE_TOKEN.to_owned(),
-            identity_url: None,
-            revocation_poll: REVOCATION_POLL,
+            ..suite_config(&db)
         };
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
         let suite = codeops::suite::start(&config, &[(Service::Identity, loopback)], loopback)
