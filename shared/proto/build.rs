@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "codeops/identity/v1/team.proto",
         "codeops/identity/v1/audit.proto",
         "codeops/planning/v1/planning.proto",
+        "codeops/planning/v1/hypothesis.proto",
         "codeops/decision/v1/decision.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
