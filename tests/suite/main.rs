@@ -14,3 +14,4 @@ mod identity_teams;
 mod identity_tenants;
 mod identity_tokens;
 mod identity_users;
+mod planning;

@@ -254,7 +254,10 @@ pub fn config_to_json(
         object.insert("primary_metric".into(), metric.into());
     }
     if c.secondary_metrics.len() > MAX_LIST_ITEMS {
-        v.add(at("secondary_metrics"), format!("at most {MAX_LIST_ITEMS} metrics"));
+        v.add(
+            at("secondary_metrics"),
+            format!("at most {MAX_LIST_ITEMS} metrics"),
+        );
     }
     let secondary: Vec<String> = c
         .secondary_metrics
@@ -372,7 +375,9 @@ mod tests {
         assert_eq!(metrics.len(), 2);
         assert_eq!(metrics[0].baseline, Some(31.0));
         assert_eq!(metrics[1].current, Some(36.5));
-        let refs = refs_from_json(Some(r#"[{"system":"jira","key":"GROW-12","url":"https://x"}]"#));
+        let refs = refs_from_json(Some(
+            r#"[{"system":"jira","key":"GROW-12","url":"https://x"}]"#,
+        ));
         assert_eq!(refs[0].id, "GROW-12");
         let config = config_from_json(Some(
             r#"{"type":"ab_test","split":{"control":50,"treatment":50},"min_duration_days":14}"#,
@@ -384,8 +389,8 @@ mod tests {
         assert!(metrics_from_json(Some(r#"{"not":"a list"}"#)).is_empty());
         assert!(tags_from_json(Some("not json")).is_empty());
         assert!(config_from_json(Some("[1]")).is_none());
-        let odd = config_from_json(Some(r#"{"type":"weird","min_duration_days":"x"}"#))
-            .expect("config");
+        let odd =
+            config_from_json(Some(r#"{"type":"weird","min_duration_days":"x"}"#)).expect("config");
         assert_eq!(odd.r#type, 0);
         assert_eq!(odd.min_duration_days, 0);
     }

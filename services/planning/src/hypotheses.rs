@@ -254,13 +254,8 @@ fn fields(h: &Hypothesis, wanted: impl Fn(&str) -> bool, v: &mut Violations) -> 
                 .unwrap_or_default()
         }),
         owner_id: wanted("owner_id").then(|| v.optional_uuid(&f("owner_id"), &h.owner_id)),
-        experiment_config: wanted("experiment_config").then(|| {
-            config_to_json(
-                &f("experiment_config"),
-                h.experiment_config.as_ref(),
-                v,
-            )
-        }),
+        experiment_config: wanted("experiment_config")
+            .then(|| config_to_json(&f("experiment_config"), h.experiment_config.as_ref(), v)),
         external_refs: wanted("external_refs")
             .then(|| refs_to_json(&f("external_refs"), &h.external_refs, v)),
         tags: wanted("tags").then(|| tags_to_json(&f("tags"), &h.tags, v)),
@@ -479,8 +474,9 @@ impl HypothesisService for Hypotheses {
             db.sort();
             db
         });
-        let filters =
-            format!("hypotheses|{outcome_id:?}|{statuses:?}|{priorities:?}|{owner_id:?}|{tag:?}|{query:?}");
+        let filters = format!(
+            "hypotheses|{outcome_id:?}|{statuses:?}|{priorities:?}|{owner_id:?}|{tag:?}|{query:?}"
+        );
         let page = Page::parse(req.page_size, &req.page_token, &filters, &mut v);
         v.finish()?;
 

@@ -172,7 +172,9 @@ pub(crate) fn write_error(prefix: &str) -> impl Fn(sqlx::Error) -> codeops_platf
 /// A delete refused by a foreign key of another row pointing at this one:
 /// `OUTCOME_HAS_HYPOTHESES` for hypotheses under an outcome,
 /// `RESOURCE_REFERENCED` for a decision linking to it.
-pub(crate) fn delete_error(resource: &'static str) -> impl Fn(sqlx::Error) -> codeops_platform::ApiError {
+pub(crate) fn delete_error(
+    resource: &'static str,
+) -> impl Fn(sqlx::Error) -> codeops_platform::ApiError {
     move |err| {
         if let sqlx::Error::Database(db) = &err
             && db.code().as_deref() == Some("23503")

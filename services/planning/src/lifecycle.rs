@@ -139,7 +139,12 @@ pub fn illegal_hypothesis_move(
     let allowed: Vec<(String, &str)> = HYPOTHESIS_LIFECYCLE
         .targets(from)
         .iter()
-        .map(|t| (hypothesis_status_db(resolve(*t)).to_owned(), hypothesis_method(*t)))
+        .map(|t| {
+            (
+                hypothesis_status_db(resolve(*t)).to_owned(),
+                hypothesis_method(*t),
+            )
+        })
         .collect();
     let to = match target {
         To(status) => hypothesis_status_db(status),

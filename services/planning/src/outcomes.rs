@@ -11,10 +11,9 @@ use codeops_platform::{
 use codeops_proto::planning::outcome_service_server::OutcomeService;
 use codeops_proto::planning::{
     AbandonOutcomeRequest, CreateOutcomeRequest, DeleteOutcomeRequest, GetOutcomeRequest,
-    HypothesisCounts, InvalidateOutcomeRequest, ListOutcomesRequest, ListOutcomesResponse,
-    Outcome, OutcomeOrderBy, OutcomePriority, OutcomeStatus, PlanOutcomeRequest,
-    StartOutcomeRequest, SubmitOutcomeForValidationRequest, UpdateOutcomeRequest,
-    ValidateOutcomeRequest,
+    HypothesisCounts, InvalidateOutcomeRequest, ListOutcomesRequest, ListOutcomesResponse, Outcome,
+    OutcomeOrderBy, OutcomePriority, OutcomeStatus, PlanOutcomeRequest, StartOutcomeRequest,
+    SubmitOutcomeForValidationRequest, UpdateOutcomeRequest, ValidateOutcomeRequest,
 };
 use codeops_tenant::RequestExt;
 use serde_json::json;

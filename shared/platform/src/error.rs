@@ -259,12 +259,7 @@ fn constraint_field(table: Option<&str>, constraint: Option<&str>) -> String {
     }
 }
 
-fn status(
-    code: Code,
-    message: impl Into<String>,
-    details: ErrorDetails,
-    reason: &str,
-) -> Status {
+fn status(code: Code, message: impl Into<String>, details: ErrorDetails, reason: &str) -> Status {
     status_with(code, message, details, reason, Vec::new())
 }
 

@@ -127,7 +127,11 @@ impl Page {
                     None
                 }
                 Some((_, position, _))
-                    if position.keys.iter().map(SortValue::kind).ne(ordering.keys.iter().copied()) =>
+                    if position
+                        .keys
+                        .iter()
+                        .map(SortValue::kind)
+                        .ne(ordering.keys.iter().copied()) =>
                 {
                     v.add("page_token", "is not a valid page token");
                     None
@@ -222,10 +226,7 @@ impl Page {
             // Field tag and length prefix of a repeated message: a few bytes.
             bytes += item.encoded_len() + 8;
             if bytes > MAX_PAGE_BYTES && !items.is_empty() {
-                return (
-                    items,
-                    last.map(|c| self.encode(&c)).unwrap_or_default(),
-                );
+                return (items, last.map(|c| self.encode(&c)).unwrap_or_default());
             }
             items.push(item);
             last = Some(row_cursor);

@@ -445,10 +445,7 @@ mod tests {
     #[test]
     fn tags_dates_and_numbers() {
         let mut v = Violations::new();
-        let tags = v.tags(
-            "tags",
-            &[" a ".into(), "".into(), "a".into(), "b".into()],
-        );
+        let tags = v.tags("tags", &[" a ".into(), "".into(), "a".into(), "b".into()]);
         assert_eq!(tags, ["a", "b"]);
         assert_eq!(
             v.optional_date("d", "2030-02-28"),
