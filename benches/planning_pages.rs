@@ -196,7 +196,7 @@ async fn load(url: &str, rows: i64) -> anyhow::Result<()> {
              SELECT gen_random_uuid(), $1::uuid, 'Bench outcome ' || g, 'Generated for the page benchmark', \
                  (ARRAY['DRAFT', 'NOT_STARTED', 'IN_PROGRESS', 'VALIDATING'])[1 + g % 4], \
                  (ARRAY['CRITICAL', 'HIGH', 'MEDIUM', 'LOW', 'BACKLOG'])[1 + (g / 7) % 5], \
-                 CASE WHEN g % 7 = 0 THEN NULL ELSE DATE '2026-01-01' + (g * 37 % 730) END, \
+                 CASE WHEN g % 7 = 0 THEN NULL ELSE DATE '2026-01-01' + (g * 37 % 730)::int END, \
                  '[\"bench\"]', \
                  now() - make_interval(secs => g), now() - make_interval(secs => g) \
              FROM generate_series(1, $2::bigint) AS g",

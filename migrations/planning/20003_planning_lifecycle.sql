@@ -43,12 +43,21 @@ ALTER TABLE core.outcomes
             ELSE 0
         END) STORED;
 
+-- The target date as a sort key: no date sorts after every date. A plain
+-- column rather than an expression index because PostgreSQL uses a row
+-- comparison ((key, created_at, id) > (...)) as an index condition only on
+-- plain columns: with an expression the keyset would be a filter, and deep
+-- pages would cost more than the first.
+ALTER TABLE core.outcomes
+    ADD COLUMN target_date_key DATE NOT NULL
+        GENERATED ALWAYS AS (coalesce(target_date, 'infinity'::date)) STORED;
+
 -- One index per ordering of ListOutcomes, matching its ORDER BY and keyset
 -- predicate column for column, so page 200 costs what page 1 costs.
 -- Newest first already has outcomes_tenant_created_idx.
 -- Soonest target date first, outcomes without one last, then oldest first.
 CREATE INDEX outcomes_tenant_target_date_idx
-    ON core.outcomes (tenant_id, (coalesce(target_date, 'infinity'::date)), created_at, id);
+    ON core.outcomes (tenant_id, target_date_key, created_at, id);
 -- Most urgent first, then newest first.
 CREATE INDEX outcomes_tenant_priority_idx
     ON core.outcomes (tenant_id, priority_weight DESC, created_at DESC, id DESC);

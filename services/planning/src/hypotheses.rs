@@ -496,8 +496,7 @@ impl HypothesisService for Hypotheses {
                AND ($5::uuid IS NULL OR owner_id = $5) \
                AND ($6::text IS NULL OR tags::jsonb @> jsonb_build_array($6::text)) \
                AND ($7::text IS NULL OR title ILIKE $7 OR belief ILIKE $7 OR expected_result ILIKE $7) \
-               AND (created_at, id) < (coalesce($8::timestamptz, 'infinity'::timestamptz), \
-                                       coalesce($9::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)) \
+               AND (created_at, id) < ($8::text::timestamptz, $9::uuid) \
              ORDER BY created_at DESC, id DESC LIMIT $10",
             tx.tenant_id(),
             outcome_id,
@@ -506,8 +505,12 @@ impl HypothesisService for Hypotheses {
             owner_id,
             tag,
             pattern,
-            page.after_time(),
-            page.after_id(),
+            // Page 1 starts after 'infinity': no OR or COALESCE keeps the
+            // keyset comparison from being an index condition.
+            page.after_time()
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+                .unwrap_or_else(|| "infinity".to_owned()),
+            page.after_id().unwrap_or(Uuid::max()),
             page.limit(),
         )
         .fetch_all(&mut *tx)

@@ -93,6 +93,13 @@ const BY_PRIORITY: Ordering = Ordering {
     keys: &[SortKind::Int, SortKind::Time],
 };
 
+/// A sort key time as PostgreSQL text (exact to the microsecond), or
+/// `unset` ('infinity', '-infinity') for page 1.
+fn time_text(time: Option<DateTime<Utc>>, unset: &str) -> String {
+    time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_else(|| unset.to_owned())
+}
+
 fn count(n: i64) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
@@ -520,8 +527,11 @@ impl OutcomeService for Outcomes {
         let mut tx = self.db.read(ctx).await?;
         let tenant_id = tx.tenant_id();
         // One query per ordering, each matching its index column for column.
-        // Page 1 starts from a position before every row, so the keyset
-        // condition is always an index condition (no OR), plan for plan.
+        // Page 1 starts from a position before every row ('infinity' and the
+        // extreme ids), so the keyset row comparison is always there, with
+        // no OR and no COALESCE around it: PostgreSQL then makes it an index
+        // condition, in custom and generic plans alike. Key times travel as
+        // text so that position can be 'infinity'.
         let (rows, cursor): (Vec<OutcomeRow>, fn(&OutcomeRow) -> Position) = match order_by {
             OutcomeOrderBy::TargetDate => {
                 let after_date: Option<String> = page.date_key(0).map(|d| match d {
@@ -560,11 +570,9 @@ impl OutcomeService for Outcomes {
                          AND ($7::date IS NULL OR o.target_date <= $7)
                          AND ($8::text IS NULL OR o.tags::jsonb @> jsonb_build_array($8::text))
                          AND ($9::text IS NULL OR o.title ILIKE $9 OR o.description ILIKE $9)
-                         AND (coalesce(o.target_date, 'infinity'::date), o.created_at, o.id)
-                             > (coalesce($10::text::date, '-infinity'::date),
-                                coalesce($11::timestamptz, '-infinity'::timestamptz),
-                                coalesce($12::uuid, '00000000-0000-0000-0000-000000000000'::uuid))
-                       ORDER BY coalesce(o.target_date, 'infinity'::date), o.created_at, o.id
+                         AND (o.target_date_key, o.created_at, o.id)
+                             > ($10::text::date, $11::text::timestamptz, $12::uuid)
+                       ORDER BY o.target_date_key, o.created_at, o.id
                        LIMIT $13"#,
                     tenant_id,
                     statuses.as_deref(),
@@ -575,9 +583,9 @@ impl OutcomeService for Outcomes {
                     date_to,
                     tag,
                     pattern,
-                    after_date,
-                    page.time_key(1),
-                    page.after_id(),
+                    after_date.as_deref().unwrap_or("-infinity"),
+                    time_text(page.time_key(1), "-infinity"),
+                    page.after_id().unwrap_or(Uuid::nil()),
                     page.limit(),
                 )
                 .fetch_all(&mut *tx)
@@ -620,9 +628,7 @@ impl OutcomeService for Outcomes {
                          AND ($8::text IS NULL OR o.tags::jsonb @> jsonb_build_array($8::text))
                          AND ($9::text IS NULL OR o.title ILIKE $9 OR o.description ILIKE $9)
                          AND (o.priority_weight, o.created_at, o.id)
-                             < (coalesce($10::smallint, 32767::smallint),
-                                coalesce($11::timestamptz, 'infinity'::timestamptz),
-                                coalesce($12::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid))
+                             < ($10::smallint, $11::text::timestamptz, $12::uuid)
                        ORDER BY o.priority_weight DESC, o.created_at DESC, o.id DESC
                        LIMIT $13"#,
                     tenant_id,
@@ -634,9 +640,9 @@ impl OutcomeService for Outcomes {
                     date_to,
                     tag,
                     pattern,
-                    after_weight,
-                    page.time_key(1),
-                    page.after_id(),
+                    after_weight.unwrap_or(i16::MAX),
+                    time_text(page.time_key(1), "infinity"),
+                    page.after_id().unwrap_or(Uuid::max()),
                     page.limit(),
                 )
                 .fetch_all(&mut *tx)
@@ -677,9 +683,7 @@ impl OutcomeService for Outcomes {
                          AND ($7::date IS NULL OR o.target_date <= $7)
                          AND ($8::text IS NULL OR o.tags::jsonb @> jsonb_build_array($8::text))
                          AND ($9::text IS NULL OR o.title ILIKE $9 OR o.description ILIKE $9)
-                         AND (o.created_at, o.id)
-                             < (coalesce($10::timestamptz, 'infinity'::timestamptz),
-                                coalesce($11::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid))
+                         AND (o.created_at, o.id) < ($10::text::timestamptz, $11::uuid)
                        ORDER BY o.created_at DESC, o.id DESC
                        LIMIT $12"#,
                     tenant_id,
@@ -691,8 +695,8 @@ impl OutcomeService for Outcomes {
                     date_to,
                     tag,
                     pattern,
-                    page.time_key(0),
-                    page.after_id(),
+                    time_text(page.time_key(0), "infinity"),
+                    page.after_id().unwrap_or(Uuid::max()),
                     page.limit(),
                 )
                 .fetch_all(&mut *tx)
