@@ -414,6 +414,33 @@ mod tests {
     }
 
     #[test]
+    fn illegal_transitions_name_the_status_and_the_allowed_moves() {
+        let status: Status = ApiError::illegal_transition(
+            "outcome",
+            "DRAFT",
+            "VALIDATED",
+            &[
+                ("NOT_STARTED".into(), "PlanOutcome"),
+                ("ABANDONED".into(), "AbandonOutcome"),
+            ],
+        )
+        .into();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(
+            status
+                .message()
+                .contains("from DRAFT it may move to NOT_STARTED (PlanOutcome)")
+        );
+        let info = status.get_details_error_info().expect("error info");
+        assert_eq!(info.reason, "ILLEGAL_TRANSITION");
+        assert_eq!(info.metadata["current_status"], "DRAFT");
+        assert_eq!(info.metadata["allowed_statuses"], "NOT_STARTED,ABANDONED");
+        let terminal: Status =
+            ApiError::illegal_transition("outcome", "VALIDATED", "DRAFT", &[]).into();
+        assert!(terminal.message().contains("VALIDATED is terminal"));
+    }
+
+    #[test]
     fn violations_are_capped() {
         let violations = (0..20_000)
             .map(|i| FieldViolation::new(format!("permissions[{i}]"), "unknown permission"))
