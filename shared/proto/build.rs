@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "codeops/identity/v1/audit.proto",
         "codeops/identity/v1/internal.proto",
         "codeops/planning/v1/planning.proto",
+        "codeops/planning/v1/hypothesis.proto",
         "codeops/decision/v1/decision.proto",
         "google/rpc/error_details.proto",
     ];

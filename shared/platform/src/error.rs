@@ -56,11 +56,13 @@ pub enum ApiError {
         resource: &'static str,
         message: String,
     },
-    /// The resource's state forbids the call (illegal transition, last owner).
+    /// The resource's state forbids the call (illegal transition, last
+    /// owner); `metadata` goes to the `ErrorInfo` for clients to branch on.
     #[error("{message}")]
     FailedPrecondition {
         reason: &'static str,
         message: String,
+        metadata: Vec<(&'static str, String)>,
     },
     /// A stale etag or a concurrent update: read again and retry.
     #[error("{message}")]
@@ -102,6 +104,39 @@ impl ApiError {
         ApiError::FailedPrecondition {
             reason,
             message: message.into(),
+            metadata: Vec::new(),
+        }
+    }
+
+    /// A move a resource's lifecycle table does not allow from its current
+    /// status: `ILLEGAL_TRANSITION`, naming the current status and the moves
+    /// it allows, in the message and in `ErrorInfo` metadata
+    /// (`current_status`, `requested_status`, `allowed_statuses`).
+    /// `allowed` pairs each allowed status with the method that moves there.
+    pub fn illegal_transition(
+        resource: &str,
+        from: &str,
+        to: &str,
+        allowed: &[(String, &str)],
+    ) -> Self {
+        let moves = if allowed.is_empty() {
+            format!("{from} is terminal")
+        } else {
+            let moves: Vec<String> = allowed
+                .iter()
+                .map(|(status, method)| format!("{status} ({method})"))
+                .collect();
+            format!("from {from} it may move to {}", moves.join(", "))
+        };
+        let statuses: Vec<&str> = allowed.iter().map(|(s, _)| s.as_str()).collect();
+        ApiError::FailedPrecondition {
+            reason: "ILLEGAL_TRANSITION",
+            message: format!("cannot move the {resource} from {from} to {to}: {moves}"),
+            metadata: vec![
+                ("current_status", from.to_owned()),
+                ("requested_status", to.to_owned()),
+                ("allowed_statuses", statuses.join(",")),
+            ],
         }
     }
 
@@ -118,6 +153,15 @@ impl ApiError {
             reason: "ETAG_MISMATCH",
             message: "the resource changed since it was read (stale etag); read it again and retry"
                 .into(),
+        }
+    }
+
+    /// Another write changed the resource between this call's read and
+    /// its conditional write: nothing changed.
+    pub fn concurrent_update() -> Self {
+        ApiError::Aborted {
+            reason: "CONCURRENT_UPDATE",
+            message: "the resource changed while this call ran; read it again and retry".into(),
         }
     }
 
@@ -215,13 +259,22 @@ fn constraint_field(table: Option<&str>, constraint: Option<&str>) -> String {
     }
 }
 
-fn status(
+fn status(code: Code, message: impl Into<String>, details: ErrorDetails, reason: &str) -> Status {
+    status_with(code, message, details, reason, Vec::new())
+}
+
+fn status_with(
     code: Code,
     message: impl Into<String>,
     mut details: ErrorDetails,
     reason: &str,
+    metadata: Vec<(&'static str, String)>,
 ) -> Status {
-    details.set_error_info(reason, DOMAIN, std::collections::HashMap::new());
+    let metadata: std::collections::HashMap<String, String> = metadata
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    details.set_error_info(reason, DOMAIN, metadata);
     Status::with_error_details(code, message, details)
 }
 
@@ -272,11 +325,16 @@ impl From<ApiError> for Status {
                 ErrorDetails::with_resource_info(resource, "", "", message),
                 "RESOURCE_ALREADY_EXISTS",
             ),
-            ApiError::FailedPrecondition { reason, message } => status(
+            ApiError::FailedPrecondition {
+                reason,
+                message,
+                metadata,
+            } => status_with(
                 Code::FailedPrecondition,
                 message,
                 ErrorDetails::new(),
                 reason,
+                metadata,
             ),
             ApiError::Aborted { reason, message } => {
                 status(Code::Aborted, message, ErrorDetails::new(), reason)
@@ -353,6 +411,33 @@ mod tests {
         let info = status.get_details_error_info().expect("error info");
         assert_eq!(info.reason, "INTERNAL_ERROR");
         assert_eq!(info.domain, DOMAIN);
+    }
+
+    #[test]
+    fn illegal_transitions_name_the_status_and_the_allowed_moves() {
+        let status: Status = ApiError::illegal_transition(
+            "outcome",
+            "DRAFT",
+            "VALIDATED",
+            &[
+                ("NOT_STARTED".into(), "PlanOutcome"),
+                ("ABANDONED".into(), "AbandonOutcome"),
+            ],
+        )
+        .into();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(
+            status
+                .message()
+                .contains("from DRAFT it may move to NOT_STARTED (PlanOutcome)")
+        );
+        let info = status.get_details_error_info().expect("error info");
+        assert_eq!(info.reason, "ILLEGAL_TRANSITION");
+        assert_eq!(info.metadata["current_status"], "DRAFT");
+        assert_eq!(info.metadata["allowed_statuses"], "NOT_STARTED,ABANDONED");
+        let terminal: Status =
+            ApiError::illegal_transition("outcome", "VALIDATED", "DRAFT", &[]).into();
+        assert!(terminal.message().contains("VALIDATED is terminal"));
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub const LONG_TEXT: usize = 20_000;
 /// of its JSON text. With every other field capped too, a page of 100 rows
 /// stays far below the 4 MiB a default gRPC client accepts.
 pub const MAX_JSON_BYTES: usize = 16 * 1024;
+/// One tag (`tags` of outcomes and hypotheses).
+pub const TAG_TEXT: usize = 64;
+/// Tags on one resource.
+pub const MAX_TAGS: usize = 50;
+/// Items of one list-typed field stored as JSON (metrics, external refs).
+pub const MAX_LIST_ITEMS: usize = 100;
 
 /// Collects field violations. Each check returns a usable value even when
 /// the input is bad (nil UUID, empty string); `finish` then fails, so those
@@ -170,13 +176,19 @@ impl Violations {
         field: &str,
         value: Option<&prost_types::Struct>,
     ) -> Option<String> {
-        let json = match crate::convert::struct_to_json(value?) {
-            Ok(json) => json.to_string(),
+        match crate::convert::struct_to_json(value?) {
+            Ok(json) => Some(self.json_text(field, &json)),
             Err(e) => {
                 self.add(field, format!("is not valid JSON: {e}"));
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    /// A JSON document as the text stored in its column, at most
+    /// [`MAX_JSON_BYTES`] long.
+    pub fn json_text(&mut self, field: &str, value: &serde_json::Value) -> String {
+        let json = value.to_string();
         if json.len() > MAX_JSON_BYTES {
             self.add(
                 field,
@@ -186,7 +198,88 @@ impl Violations {
                 ),
             );
         }
-        Some(json)
+        json
+    }
+
+    /// A number JSON can hold (finite), optionally within `range`.
+    pub fn number(
+        &mut self,
+        field: &str,
+        value: f64,
+        range: Option<std::ops::RangeInclusive<f64>>,
+    ) -> f64 {
+        if !value.is_finite() {
+            self.add(field, "must be a finite number");
+        } else if let Some(range) = range.filter(|r| !r.contains(&value)) {
+            self.add(
+                field,
+                format!("must be between {} and {}", range.start(), range.end()),
+            );
+        }
+        value
+    }
+
+    /// Tags: trimmed, blanks and duplicates dropped (first kept), each at
+    /// most [`TAG_TEXT`] characters, at most [`MAX_TAGS`] of them.
+    pub fn tags(&mut self, field: &str, values: &[String]) -> Vec<String> {
+        let mut tags: Vec<String> = Vec::new();
+        for (i, tag) in values.iter().enumerate() {
+            if let Some(tag) = self.optional(&format!("{field}[{i}]"), tag, TAG_TEXT)
+                && !tags.contains(&tag)
+            {
+                tags.push(tag);
+            }
+        }
+        if tags.len() > MAX_TAGS {
+            self.add(
+                field,
+                format!("at most {MAX_TAGS} tags, got {}", tags.len()),
+            );
+        }
+        tags
+    }
+
+    /// An optional ISO date (`YYYY-MM-DD`, years 1 to 9999): empty means none.
+    pub fn optional_date(&mut self, field: &str, value: &str) -> Option<chrono::NaiveDate> {
+        let value = value.trim();
+        if value.is_empty() {
+            return None;
+        }
+        match chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+            Ok(date) if (1..=9999).contains(&chrono::Datelike::year(&date)) => Some(date),
+            _ => {
+                self.add(field, "must be a date as YYYY-MM-DD");
+                None
+            }
+        }
+    }
+
+    /// An optional proto enum: 0 means none, an unknown number is refused.
+    pub fn optional_enum<E>(&mut self, field: &str, value: i32) -> Option<E>
+    where
+        E: TryFrom<i32>,
+    {
+        if value == 0 {
+            return None;
+        }
+        self.enum_value(field, value)
+    }
+
+    /// A set of proto enum values (a list filter): unknown numbers and 0
+    /// are refused, duplicates dropped.
+    pub fn enum_set<E>(&mut self, field: &str, values: &[i32]) -> Vec<E>
+    where
+        E: TryFrom<i32> + PartialEq,
+    {
+        let mut set = Vec::new();
+        for (i, value) in values.iter().enumerate() {
+            if let Some(e) = self.enum_value::<E>(&format!("{field}[{i}]"), *value)
+                && !set.contains(&e)
+            {
+                set.push(e);
+            }
+        }
+        set
     }
 
     /// A proto enum that must be set to a known, non-zero value.
@@ -399,6 +492,31 @@ mod tests {
             &allowed,
         );
         assert!(v.finish().is_err());
+    }
+
+    #[test]
+    fn tags_dates_and_numbers() {
+        let mut v = Violations::new();
+        let tags = v.tags("tags", &[" a ".into(), "".into(), "a".into(), "b".into()]);
+        assert_eq!(tags, ["a", "b"]);
+        assert_eq!(
+            v.optional_date("d", "2030-02-28"),
+            chrono::NaiveDate::from_ymd_opt(2030, 2, 28)
+        );
+        assert_eq!(v.optional_date("d", ""), None);
+        v.number("n", 0.5, Some(0.0..=1.0));
+        assert!(v.finish().is_ok());
+
+        let mut v = Violations::new();
+        v.tags("tags", &["x".repeat(TAG_TEXT + 1)]);
+        v.optional_date("d", "2030-02-30");
+        v.number("n", f64::NAN, None);
+        v.number("m", 2.0, Some(0.0..=1.0));
+        let Err(ApiError::InvalidArgument(violations)) = v.finish() else {
+            panic!("expected violations");
+        };
+        let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["tags[0]", "d", "n", "m"]);
     }
 
     #[test]

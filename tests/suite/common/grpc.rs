@@ -107,7 +107,10 @@ pub const IDENTITY_SERVICES: &[&str] = &[
     "codeops.identity.v1.TenantService",
     "codeops.identity.v1.UserService",
 ];
-pub const PLANNING_SERVICES: &[&str] = &["codeops.planning.v1.OutcomeService"];
+pub const PLANNING_SERVICES: &[&str] = &[
+    "codeops.planning.v1.HypothesisService",
+    "codeops.planning.v1.OutcomeService",
+];
 pub const DECISION_SERVICES: &[&str] = &["codeops.decision.v1.DecisionService"];
 pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 

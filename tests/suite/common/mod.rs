@@ -35,6 +35,7 @@ use codeops_proto::identity::team_service_client::TeamServiceClient;
 use codeops_proto::identity::tenant_service_client::TenantServiceClient;
 use codeops_proto::identity::user_service_client::UserServiceClient;
 use codeops_proto::identity::{LoginRequest, LoginResponse};
+use codeops_proto::planning::hypothesis_service_client::HypothesisServiceClient;
 use codeops_proto::planning::outcome_service_client::OutcomeServiceClient;
 use codeops_tenant::TokenSettings;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -510,6 +511,10 @@ impl TestApp {
 
     pub fn outcomes(&self) -> OutcomeServiceClient<Channel> {
         OutcomeServiceClient::new(self.planning.clone())
+    }
+
+    pub fn hypotheses(&self) -> HypothesisServiceClient<Channel> {
+        HypothesisServiceClient::new(self.planning.clone())
     }
 
     pub fn decisions(&self) -> DecisionServiceClient<Channel> {
