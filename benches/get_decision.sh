@@ -12,8 +12,9 @@
 #      DATABASE_URL's server, migrates and seeds it; starts `codeops serve all`
 #      on free loopback ports; logs in as alice@acme.test (tenant acme);
 #   3. per concurrency: h2load requests/s of DecisionService/GetDecision for a
-#      seeded decision (one stream per connection), the service's CPU time per
-#      call (utime+stime from /proc/<pid>/stat over completed calls), then
+#      seeded decision (one stream per connection), the CPU time per call of
+#      the service and of its PostgreSQL backends (utime+stime from
+#      /proc/<pid>/stat over completed calls), then
 #      pgbench -M prepared on the same data at the same concurrency running
 #      the handler's SELECT as codeops_app with the tenant set (RLS applies),
 #      and the ratio; also pgbench running the handler's whole transaction,
@@ -121,7 +122,14 @@ login() {
 call() { # call PORT METHOD JSON
     "$GRPCURL" -plaintext -H "authorization: Bearer $TOKEN" -d "$3" "127.0.0.1:$1" "$2"
 }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; }
+# CPU ticks (utime, stime) of the server, and of the PostgreSQL backends
+# serving it (when the server is on this machine; taken after the warm-up, when
+# its pools are full).
+cpu_ticks() { awk '{ print $14, $15 }' "/proc/$SERVER_PID/stat"; }
+backend_ticks() {
+    for pid in $BACKENDS; do awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null; done | awk '{ t += $1 } END { print t + 0 }'
+}
+per_call() { awk -v d="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" 'BEGIN { printf "%.0f", d / hz / n * 1e6 }'; }
 
 # ---- (a) GetDecision with h2load, (b) the same SELECT with pgbench ------
 start_server "$DB_URL" serve
@@ -138,6 +146,7 @@ nghttp -nv -d "$WORK/get.bin" "${GRPC_HEADERS[@]}" "$TARGET" >"$WORK/one.txt"
 grep -q 'grpc-status: 0' "$WORK/one.txt" || die "GetDecision failed: $(grep grpc- "$WORK/one.txt")"
 RESPONSE_BYTES=$(grep -o 'recv DATA frame <length=[0-9]*' "$WORK/one.txt" | awk -F= '{ n += $2 } END { print n }')
 h2load -n 2000 -c 16 -t 1 -w 10 -W 10 -d "$WORK/get.bin" "${GRPC_HEADERS[@]}" "$TARGET" >/dev/null # warm-up
+BACKENDS=$(sql "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
 
 cat >"$WORK/select.sql" <<'SQL'
 SELECT id, title, description, context, status, priority, owner_id, assigned_to_id, outcome_id, hypothesis_id, team_id, sla_hours, due_at, escalation_level, escalated_at, escalated_to_id, created_at, updated_at FROM core.decisions WHERE tenant_id = :tenant AND id = :id;
@@ -175,18 +184,24 @@ h2() { # h2 CONCURRENCY OUT [h2load options]
 printf '\nGetDecision, %ss per measurement, %s cores, decision %s\n' "$SECS" "$(nproc)" "$ID"
 for c in $CONCURRENCY; do
     load_before=$(load)
-    t0=$(cpu_ticks)
+    read -r u0 s0 < <(cpu_ticks)
+    b0=$(backend_ticks)
     rps=$(h2 "$c" "$WORK/h2load-$c.txt" -w 10 -W 10)
-    t1=$(cpu_ticks)
+    read -r u1 s1 < <(cpu_ticks)
+    b1=$(backend_ticks)
     calls=$(awk '/^status codes:/ { print $3 }' "$WORK/h2load-$c.txt")
-    cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$calls" 'BEGIN { printf "%.0f", d / hz / n * 1e6 }')
+    cpu_us=$(per_call $((u1 + s1 - u0 - s0)) "$calls")
+    pg_us=$(per_call $((b1 - b0)) "$calls")
+    ((b1 > 0)) || pg_us="n/a"
     select_tps=$(pgbench_tps "$c" "$WORK/select.sql" "-c app.tenant_id=$TENANT")
     load_after=$(load)
     tx_tps=$(pgbench_tps "$c" "$WORK/tx.sql")
     nagle_rps=$(h2 "$c" "$WORK/h2load-nagle-$c.txt")
     printf '\nconcurrency %s\n' "$c"
     printf '  h2load GetDecision      %7s RPC/s   (%s calls, all grpc-status 0; %s)\n' "$rps" "$calls" "$load_before"
-    printf '  service CPU per call    %7s us      (utime+stime of codeops, all threads)\n' "$cpu_us"
+    printf '  service CPU per call    %7s us      (user %s, kernel %s; all threads of codeops)\n' \
+        "$cpu_us" "$(per_call $((u1 - u0)) "$calls")" "$(per_call $((s1 - s0)) "$calls")"
+    printf '  PostgreSQL CPU per call %7s us      (its backends serving codeops)\n' "$pg_us"
     printf '  pgbench same SELECT     %7s q/s     (prepared, RLS as codeops_app; %s)\n' "$select_tps" "$load_after"
     printf '  ratio RPC/s / q/s       %7s\n' "$(awk -v a="$rps" -v b="$select_tps" 'BEGIN { printf "%.2f", a / b }')"
     printf '  pgbench handler tx      %7s tx/s    (BEGIN; set_config; SELECT; COMMIT)\n' "$tx_tps"
