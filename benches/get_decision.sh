@@ -122,12 +122,13 @@ login() {
 call() { # call PORT METHOD JSON
     "$GRPCURL" -plaintext -H "authorization: Bearer $TOKEN" -d "$3" "127.0.0.1:$1" "$2"
 }
-# CPU ticks (utime, stime) of the server, and of the PostgreSQL backends
-# serving it (when the server is on this machine; taken after the warm-up, when
-# its pools are full).
+# CPU ticks (utime, stime) of the server; "pid ticks" of each PostgreSQL
+# backend serving it (none when PostgreSQL runs on another machine).
 cpu_ticks() { awk '{ print $14, $15 }' "/proc/$SERVER_PID/stat"; }
 backend_ticks() {
-    for pid in $BACKENDS; do awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null; done | awk '{ t += $1 } END { print t + 0 }'
+    for pid in $(sql "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"); do
+        awk '{ print $1, $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || true
+    done
 }
 per_call() { awk -v d="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" 'BEGIN { printf "%.0f", d / hz / n * 1e6 }'; }
 
@@ -145,8 +146,12 @@ TARGET=http://127.0.0.1:$DPORT/codeops.decision.v1.DecisionService/GetDecision
 nghttp -nv -d "$WORK/get.bin" "${GRPC_HEADERS[@]}" "$TARGET" >"$WORK/one.txt"
 grep -q 'grpc-status: 0' "$WORK/one.txt" || die "GetDecision failed: $(grep grpc- "$WORK/one.txt")"
 RESPONSE_BYTES=$(grep -o 'recv DATA frame <length=[0-9]*' "$WORK/one.txt" | awk -F= '{ n += $2 } END { print n }')
-h2load -n 2000 -c 16 -t 1 -w 10 -W 10 -d "$WORK/get.bin" "${GRPC_HEADERS[@]}" "$TARGET" >/dev/null # warm-up
-BACKENDS=$(sql "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+# Warm-up; its rate sizes the measured runs to about BENCH_SECONDS. Those
+# run to a count, not a duration: h2load cancels the calls in flight when a
+# duration ends, and sqlx then closes their connections, losing the CPU
+# their backends spent.
+h2load -n 2000 -c 16 -t 1 -w 10 -W 10 -d "$WORK/get.bin" "${GRPC_HEADERS[@]}" "$TARGET" >"$WORK/warm.txt"
+CALLS=$(awk -v s="$SECS" '/^finished in/ { n = int($4 * s); print (n < 1000 ? 1000 : n) }' "$WORK/warm.txt")
 
 cat >"$WORK/select.sql" <<'SQL'
 SELECT id, title, description, context, status, priority, owner_id, assigned_to_id, outcome_id, hypothesis_id, team_id, sla_hours, due_at, escalation_level, escalated_at, escalated_to_id, created_at, updated_at FROM core.decisions WHERE tenant_id = :tenant AND id = :id;
@@ -169,7 +174,7 @@ pgbench_tps() { # pgbench_tps CONCURRENCY SCRIPT [PGOPTIONS]
 # BDP pings do, so the main figure measures throughput; the default-window
 # figure is printed too and should match it once the server sets TCP_NODELAY.
 h2() { # h2 CONCURRENCY OUT [h2load options]
-    h2load -D "$SECS" -c "$1" -m 1 -t 1 "${@:3}" -d "$WORK/get.bin" "${GRPC_HEADERS[@]}" "$TARGET" >"$2"
+    h2load -c "$1" -m 1 -t 1 "${@:3}" -d "$WORK/get.bin" "${GRPC_HEADERS[@]}" "$TARGET" >"$2"
     local ok ok2xx data
     ok=$(awk '/^requests:/ { print $8 }' "$2")
     ok2xx=$(awk '/^status codes:/ { print $3 }' "$2")
@@ -185,18 +190,18 @@ printf '\nGetDecision, %ss per measurement, %s cores, decision %s\n' "$SECS" "$(
 for c in $CONCURRENCY; do
     load_before=$(load)
     read -r u0 s0 < <(cpu_ticks)
-    b0=$(backend_ticks)
-    rps=$(h2 "$c" "$WORK/h2load-$c.txt" -w 10 -W 10)
+    backend_ticks >"$WORK/pg0"
+    rps=$(h2 "$c" "$WORK/h2load-$c.txt" -n "$CALLS" -w 10 -W 10)
     read -r u1 s1 < <(cpu_ticks)
-    b1=$(backend_ticks)
+    backend_ticks >"$WORK/pg1"
     calls=$(awk '/^status codes:/ { print $3 }' "$WORK/h2load-$c.txt")
     cpu_us=$(per_call $((u1 + s1 - u0 - s0)) "$calls")
-    pg_us=$(per_call $((b1 - b0)) "$calls")
-    ((b1 > 0)) || pg_us="n/a"
+    pg_us=$(per_call "$(awk 'NR == FNR { t0[$1] = $2; next } { t += $2 - t0[$1] } END { print t + 0 }' "$WORK/pg0" "$WORK/pg1")" "$calls")
+    [[ -s $WORK/pg1 ]] || pg_us="n/a"
     select_tps=$(pgbench_tps "$c" "$WORK/select.sql" "-c app.tenant_id=$TENANT")
     load_after=$(load)
     tx_tps=$(pgbench_tps "$c" "$WORK/tx.sql")
-    nagle_rps=$(h2 "$c" "$WORK/h2load-nagle-$c.txt")
+    nagle_rps=$(h2 "$c" "$WORK/h2load-nagle-$c.txt" -D "$SECS")
     printf '\nconcurrency %s\n' "$c"
     printf '  h2load GetDecision      %7s RPC/s   (%s calls, all grpc-status 0; %s)\n' "$rps" "$calls" "$load_before"
     printf '  service CPU per call    %7s us      (user %s, kernel %s; all threads of codeops)\n' \
