@@ -24,11 +24,12 @@
 #      benches/pg_roundtrips.py, a counting proxy; each trip is printed.
 #   The server is stopped and the database dropped on exit, even on failure.
 #
-# Environment: DATABASE_URL (a superuser URL; default
-# postgres://postgres@127.0.0.1:5432/postgres; only its server is used),
+# Environment: DATABASE_URL (a superuser URL, default postgres://postgres@
+# 127.0.0.1:5432/postgres; only its server is used; add ?sslmode=disable to
+# measure without TLS; pgbench needs 64 free connections beside the server's),
 # BENCH_SECONDS (per measurement, default 10), BENCH_CONCURRENCY ("16 64").
-# The load average is printed with each figure: the numbers are only
-# comparable between runs on an otherwise idle machine.
+# The load average is printed with each figure: compare runs made on an
+# otherwise idle machine, or compare CPU per call, which load skews less.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
