@@ -38,12 +38,6 @@ const REFRESH_REUSED: Problem = Problem::new(
 );
 const USER_DEACTIVATED: Problem = Problem::new("USER_DEACTIVATED", "user is deactivated");
 
-/// The highest bcrypt cost among a tenant's stored password hashes.
-const HIGHEST_HASH_COST: &str = concat!(
-    r"SELECT max((regexp_match(password_hash, '^\$2[abxy]?\$(\d\d)\$'))[1]::int) ",
-    "FROM core.users WHERE tenant_id = $1",
-);
-
 /// Tenants whose users may log in and refresh.
 pub(crate) fn tenant_open(status: Option<&str>) -> bool {
     matches!(status, Some("ACTIVE") | Some("TRIAL") | None)
@@ -61,7 +55,6 @@ fn new_refresh_token(tenant_id: Uuid) -> Result<(String, String), ApiError> {
     Ok((token, hash))
 }
 
-#[derive(sqlx::FromRow)]
 struct RefreshTokenRow {
     id: Uuid,
     user_id: Uuid,
@@ -95,16 +88,16 @@ impl Svc {
         let (refresh_token, hash) = new_refresh_token(user.tenant_id)?;
         let refresh_expires: DateTime<Utc> = Utc::now()
             + chrono::Duration::from_std(self.config.refresh_ttl).map_err(ApiError::internal)?;
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO core.refresh_tokens (id, tenant_id, user_id, family_id, token_hash, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
+            Uuid::now_v7(),
+            user.tenant_id,
+            user.id,
+            family,
+            hash,
+            refresh_expires,
         )
-        .bind(Uuid::now_v7())
-        .bind(user.tenant_id)
-        .bind(user.id)
-        .bind(family)
-        .bind(hash)
-        .bind(refresh_expires)
         .execute(&mut **tx)
         .await?;
         let (access_token, exp) = self
@@ -133,13 +126,13 @@ impl Svc {
     }
 
     async fn tenant_status(tx: &mut impl TenantTx) -> Result<Option<String>, ApiError> {
-        Ok(
-            sqlx::query_scalar("SELECT status FROM core.tenants WHERE id = $1")
-                .bind(tx.tenant_id())
-                .fetch_optional(&mut **tx)
-                .await?
-                .flatten(),
+        Ok(sqlx::query_scalar!(
+            "SELECT status FROM core.tenants WHERE id = $1",
+            tx.tenant_id(),
         )
+        .fetch_optional(&mut **tx)
+        .await?
+        .flatten())
     }
 
     async fn login(
@@ -187,10 +180,13 @@ impl Svc {
             // imported, or made before the cost changed) would let timing
             // tell their accounts apart: every failed check is padded to the
             // costliest hash in the tenant, whichever account is tried.
-            let highest: Option<i32> = sqlx::query_scalar(HIGHEST_HASH_COST)
-                .bind(tenant_id)
-                .fetch_one(&mut *tx)
-                .await?;
+            let highest = sqlx::query_scalar!(
+                r"SELECT max((regexp_match(password_hash, '^\$2[abxy]?\$(\d\d)\$'))[1]::int)
+                  FROM core.users WHERE tenant_id = $1",
+                tenant_id,
+            )
+            .fetch_one(&mut *tx)
+            .await?;
             if let Some(cost) = highest.and_then(|c| u32::try_from(c).ok()) {
                 self.passwords.note_stored_cost(cost);
             }
@@ -242,12 +238,12 @@ impl Svc {
         let mut tx = self.db.write_as(Actor::login(user.tenant_id, meta)).await?;
         tx.authenticated(user.id, user.display_name(), user.email.clone());
         // Deactivated while the password was being checked: refused too.
-        let updated = sqlx::query(
+        let updated = sqlx::query!(
             "UPDATE core.users SET last_login_at = now() \
              WHERE tenant_id = $1 AND id = $2 AND coalesce(is_active, false)",
+            user.tenant_id,
+            user.id,
         )
-        .bind(user.tenant_id)
-        .bind(user.id)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
@@ -255,14 +251,14 @@ impl Svc {
         }
         if let Some(rehashed) = rehashed {
             // Not an account change: updated_at (and so the etag) stays.
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE core.users SET password_hash = $4 \
                  WHERE tenant_id = $1 AND id = $2 AND password_hash = $3",
+                user.tenant_id,
+                user.id,
+                &user.password_hash,
+                rehashed,
             )
-            .bind(user.tenant_id)
-            .bind(user.id)
-            .bind(&user.password_hash)
-            .bind(rehashed)
             .execute(&mut *tx)
             .await?;
         }
@@ -284,14 +280,14 @@ impl Svc {
         let tenant_id = refresh_token_tenant(&req.refresh_token)
             .ok_or(ApiError::Unauthenticated(BAD_REFRESH))?;
         let mut tx = self.db.write_as(Actor::login(tenant_id, meta)).await?;
-        let row: Option<RefreshTokenRow> =
-            sqlx::query_as(
-                "SELECT id, user_id, family_id, expires_at, used_at, revoked_at FROM core.refresh_tokens \
-                 WHERE tenant_id = $1 AND token_hash = $2 FOR UPDATE",
-            )
-            .bind(tenant_id)
-            .bind(token_hash(&req.refresh_token))
-            .fetch_optional(&mut *tx)
+        let row = sqlx::query_as!(
+            RefreshTokenRow,
+            "SELECT id, user_id, family_id, expires_at, used_at, revoked_at FROM core.refresh_tokens \
+             WHERE tenant_id = $1 AND token_hash = $2 FOR UPDATE",
+            tenant_id,
+            token_hash(&req.refresh_token),
+        )
+        .fetch_optional(&mut *tx)
             .await?;
         let Some(RefreshTokenRow {
             id,
@@ -310,12 +306,12 @@ impl Svc {
         if used_at.is_some() {
             // A rotated token came back: it was stolen, or the client is
             // confused. Either way the whole session ends.
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE core.refresh_tokens SET revoked_at = now() \
                  WHERE tenant_id = $1 AND family_id = $2 AND revoked_at IS NULL",
+                tenant_id,
+                family,
             )
-            .bind(tenant_id)
-            .bind(family)
             .execute(&mut *tx)
             .await?;
             if let Some(user) = users::find_by_id(&mut tx, user_id).await? {
@@ -334,11 +330,11 @@ impl Svc {
         let Some(user) = user.filter(|u| u.active() && tenant_ok) else {
             return Err(ApiError::Unauthenticated(BAD_REFRESH));
         };
-        sqlx::query(
+        sqlx::query!(
             "UPDATE core.refresh_tokens SET used_at = now() WHERE tenant_id = $1 AND id = $2",
+            tenant_id,
+            id,
         )
-        .bind(tenant_id)
-        .bind(id)
         .execute(&mut *tx)
         .await?;
         let tokens = self.issue_tokens(&mut tx, &user, family).await?;
@@ -388,15 +384,15 @@ impl AuthService for Svc {
             revoke_sessions(&mut tx, ctx.user_id).await?
         } else {
             // Only a session of the caller; anything else is not found.
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE core.refresh_tokens SET revoked_at = now() \
                  WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL AND family_id = ( \
                      SELECT family_id FROM core.refresh_tokens \
                      WHERE tenant_id = $1 AND user_id = $2 AND token_hash = $3)",
+                tx.tenant_id(),
+                ctx.user_id,
+                token_hash(token),
             )
-            .bind(tx.tenant_id())
-            .bind(ctx.user_id)
-            .bind(token_hash(token))
             .execute(&mut *tx)
             .await
             .map_err(ApiError::from)?
@@ -460,14 +456,14 @@ impl AuthService for Svc {
         let hash = self.passwords.hash(req.new_password.clone()).await?;
         let mut tx = self.db.write(ctx).await?;
         // Only over the hash that was verified: a concurrent change wins.
-        let updated = sqlx::query(
+        let updated = sqlx::query!(
             "UPDATE core.users SET password_hash = $4, updated_at = clock_timestamp() \
              WHERE tenant_id = $1 AND id = $2 AND password_hash = $3",
+            tx.tenant_id(),
+            ctx.user_id,
+            &user.password_hash,
+            hash,
         )
-        .bind(tx.tenant_id())
-        .bind(ctx.user_id)
-        .bind(&user.password_hash)
-        .bind(hash)
         .execute(&mut *tx)
         .await
         .map_err(ApiError::from)?;

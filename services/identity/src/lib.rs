@@ -227,25 +227,32 @@ impl Svc {
     /// it. One round trip reads all of it.
     pub(crate) async fn write_tx(&self, ctx: &TenantContext) -> Result<WriteTx, ApiError> {
         let mut tx = self.db.write(ctx).await?;
-        let current: Option<(bool, Option<String>, Vec<String>, bool)> = sqlx::query_as(
-            "SELECT coalesce(u.is_active, false), t.status, \
-                 ARRAY(SELECT p.code::text FROM core.role_permissions rp \
-                       JOIN core.permissions p ON p.id = rp.permission_id WHERE rp.role_id = u.role_id), \
-                 EXISTS (SELECT 1 FROM core.refresh_tokens rt \
-                         WHERE rt.tenant_id = u.tenant_id AND rt.family_id = $3 AND rt.user_id = u.id \
-                           AND rt.revoked_at IS NULL AND rt.expires_at > now()) \
-             FROM core.users u JOIN core.tenants t ON t.id = u.tenant_id \
-             WHERE u.tenant_id = $1 AND u.id = $2 \
-             FOR SHARE OF u",
+        let current = sqlx::query!(
+            r#"SELECT coalesce(u.is_active, false) AS "active!", t.status,
+                   ARRAY(SELECT p.code::text FROM core.role_permissions rp
+                         JOIN core.permissions p ON p.id = rp.permission_id
+                         WHERE rp.role_id = u.role_id) AS "codes!",
+                   EXISTS (SELECT 1 FROM core.refresh_tokens rt
+                           WHERE rt.tenant_id = u.tenant_id AND rt.family_id = $3 AND rt.user_id = u.id
+                             AND rt.revoked_at IS NULL AND rt.expires_at > now()) AS "session_live!"
+               FROM core.users u JOIN core.tenants t ON t.id = u.tenant_id
+               WHERE u.tenant_id = $1 AND u.id = $2
+               FOR SHARE OF u"#,
+            ctx.tenant_id,
+            ctx.user_id,
+            ctx.session_id,
         )
-        .bind(ctx.tenant_id)
-        .bind(ctx.user_id)
-        .bind(ctx.session_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((active, tenant_status, codes, session_live)) = current else {
+        let Some(current) = current else {
             return Err(ApiError::Unauthenticated(STALE_TOKEN));
         };
+        let (active, tenant_status, codes, session_live) = (
+            current.active,
+            current.status,
+            current.codes,
+            current.session_live,
+        );
         let held: PermissionSet = codes
             .iter()
             .filter_map(|c| Permission::from_code(c))

@@ -3,7 +3,7 @@
 //! creation is shared with `codeops tenant create`.
 
 use chrono::{DateTime, Utc};
-use codeops_platform::convert::{enum_from_db, etag, json_to_struct, opt_timestamp};
+use codeops_platform::convert::{enum_from_db, etag, json_to_struct, opt_timestamp, timestamp};
 use codeops_platform::validate::{SHORT_TEXT, UpdateMask, check_etag, normalize_email};
 use codeops_platform::{Actor, ApiError, AuditAction, AuditEntry, Db, TenantTx, Violations};
 use codeops_proto::identity::tenant_service_server::TenantService;
@@ -30,7 +30,6 @@ const DEFAULT_SLA: SlaDefaults = SlaDefaults {
 };
 const MAX_SLA_HOURS: i32 = 24 * 365;
 
-#[derive(sqlx::FromRow)]
 struct TenantRow {
     id: Uuid,
     name: String,
@@ -38,7 +37,7 @@ struct TenantRow {
     logo_url: Option<String>,
     settings: Option<String>,
     status: Option<String>,
-    created_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
     updated_at: Option<DateTime<Utc>>,
 }
 
@@ -82,31 +81,36 @@ impl TenantRow {
             name: self.name,
             slug: self.slug,
             logo_url: self.logo_url.unwrap_or_default(),
-            create_time: opt_timestamp(self.created_at),
+            create_time: Some(timestamp(self.created_at)),
             update_time: opt_timestamp(self.updated_at),
             etag: etag(self.updated_at),
         }
     }
 }
 
-const TENANT_SELECT: &str =
-    "SELECT id, name, slug, logo_url, settings, status, created_at, updated_at FROM core.tenants";
-
 /// The transaction's own tenant.
 async fn get(tx: &mut impl TenantTx) -> Result<TenantRow, ApiError> {
-    sqlx::query_as(&format!("{TENANT_SELECT} WHERE id = $1"))
-        .bind(tx.tenant_id())
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or(ApiError::NotFound("tenant"))
+    sqlx::query_as!(
+        TenantRow,
+        "SELECT id, name, slug, logo_url, settings, status, created_at, updated_at \
+         FROM core.tenants WHERE id = $1",
+        tx.tenant_id(),
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(ApiError::NotFound("tenant"))
 }
 
 async fn get_for_update(tx: &mut impl TenantTx) -> Result<TenantRow, ApiError> {
-    sqlx::query_as(&format!("{TENANT_SELECT} WHERE id = $1 FOR UPDATE"))
-        .bind(tx.tenant_id())
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or(ApiError::NotFound("tenant"))
+    sqlx::query_as!(
+        TenantRow,
+        "SELECT id, name, slug, logo_url, settings, status, created_at, updated_at \
+         FROM core.tenants WHERE id = $1 FOR UPDATE",
+        tx.tenant_id(),
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(ApiError::NotFound("tenant"))
 }
 
 fn check_sla(v: &mut Violations, field: &str, hours: i32) {
@@ -237,15 +241,15 @@ pub async fn create_tenant(
     // The new tenant's id is the transaction's tenant, so row-level
     // security lets these inserts through and nothing else.
     let mut tx = db.write_as(Actor::operator(tenant_id, meta)).await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO core.tenants (id, name, slug, logo_url, settings, status, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, 'ACTIVE', now(), now())",
+        tenant_id,
+        &name,
+        &slug,
+        logo_url.as_deref(),
+        json!({"sla_defaults": {"blocking_hours": 24, "high_hours": 72, "normal_hours": 168, "low_hours": 336}, "timezone": "UTC"}).to_string(),
     )
-    .bind(tenant_id)
-    .bind(&name)
-    .bind(&slug)
-    .bind(&logo_url)
-    .bind(json!({"sla_defaults": {"blocking_hours": 24, "high_hours": 72, "normal_hours": 168, "low_hours": 336}, "timezone": "UTC"}).to_string())
     .execute(&mut *tx)
     .await
     .map_err(|e| match ApiError::from(e) {
@@ -254,17 +258,17 @@ pub async fn create_tenant(
         }
         other => other,
     })?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO core.users (id, tenant_id, email, password_hash, first_name, last_name, role_id, is_active, \
              created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, true, now(), now())",
+        owner_id,
+        tenant_id,
+        &email,
+        &hash,
+        &first_name,
+        &last_name,
+        OWNER_ROLE_ID,
     )
-    .bind(owner_id)
-    .bind(tenant_id)
-    .bind(&email)
-    .bind(&hash)
-    .bind(&first_name)
-    .bind(&last_name)
-    .bind(OWNER_ROLE_ID)
     .execute(&mut *tx)
     .await?;
     let tenant = get(&mut tx).await?;
@@ -315,13 +319,13 @@ pub async fn appoint_owner(
             "the user already is an owner of the tenant",
         ));
     }
-    sqlx::query(
+    sqlx::query!(
         "UPDATE core.users SET role_id = $3, updated_at = clock_timestamp() \
          WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        user_id,
+        OWNER_ROLE_ID,
     )
-    .bind(tenant_id)
-    .bind(user_id)
-    .bind(OWNER_ROLE_ID)
     .execute(&mut *tx)
     .await?;
     let after = users::get(&mut tx, user_id).await?;
@@ -381,17 +385,19 @@ impl Svc {
                 format!("a {from} tenant cannot become {to}"),
             ));
         }
-        sqlx::query(
+        sqlx::query!(
             "UPDATE core.tenants SET status = $2, updated_at = clock_timestamp() WHERE id = $1",
+            id,
+            to,
         )
-        .bind(id)
-        .bind(to)
         .execute(&mut *tx)
         .await?;
         if to != "ACTIVE" {
             // Suspended and cancelled tenants lose every session at once.
-            sqlx::query("UPDATE core.refresh_tokens SET revoked_at = now() WHERE tenant_id = $1 AND revoked_at IS NULL")
-                .bind(id)
+            sqlx::query!(
+                "UPDATE core.refresh_tokens SET revoked_at = now() WHERE tenant_id = $1 AND revoked_at IS NULL",
+                id,
+            )
                 .execute(&mut *tx)
                 .await?;
         }
@@ -460,17 +466,17 @@ impl TenantService for Svc {
         });
         v.finish()?;
         check_etag(&given.etag, &etag(before.updated_at))?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE core.tenants SET name = coalesce($2, name), \
                  logo_url = CASE WHEN $3 THEN $4 ELSE logo_url END, \
                  settings = coalesce($5, settings), updated_at = clock_timestamp() \
              WHERE id = $1",
+            tx.tenant_id(),
+            name,
+            logo_url.is_some(),
+            logo_url.flatten(),
+            settings.map(|s| s.to_string()),
         )
-        .bind(tx.tenant_id())
-        .bind(name)
-        .bind(logo_url.is_some())
-        .bind(logo_url.flatten())
-        .bind(settings.map(|s| s.to_string()))
         .execute(&mut *tx)
         .await
         .map_err(ApiError::from)?;

@@ -1,7 +1,7 @@
 //! UserService, and the user queries login shares.
 
 use chrono::{DateTime, Utc};
-use codeops_platform::convert::{etag, id_string, opt_timestamp};
+use codeops_platform::convert::{etag, id_string, opt_timestamp, timestamp};
 use codeops_platform::validate::{SHORT_TEXT, check_etag, contains_pattern};
 use codeops_platform::{ApiError, AuditAction, AuditEntry, Cursor, Page, TenantTx, Violations};
 use codeops_proto::identity::user_service_server::UserService;
@@ -20,7 +20,6 @@ use crate::roles::load_visible_role;
 
 /// A user row with its role code and permission codes. The password hash
 /// stays inside this crate: `into_proto` leaves it out.
-#[derive(sqlx::FromRow)]
 pub(crate) struct UserRow {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -36,17 +35,10 @@ pub(crate) struct UserRow {
     pub manager_id: Option<Uuid>,
     pub is_active: Option<bool>,
     pub last_login_at: Option<DateTime<Utc>>,
-    pub created_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
     pub updated_at: Option<DateTime<Utc>>,
     pub permissions: Vec<String>,
 }
-
-const USER_SELECT: &str = "SELECT u.id, u.tenant_id, u.email, u.password_hash, u.first_name, u.last_name, u.title, \
-    u.department, u.avatar_url, u.role_id, r.code AS role_code, u.manager_id, u.is_active, u.last_login_at, \
-    u.created_at, u.updated_at, \
-    ARRAY(SELECT p.code::text FROM core.role_permissions rp JOIN core.permissions p ON p.id = rp.permission_id \
-          WHERE rp.role_id = u.role_id ORDER BY p.code) AS permissions \
-    FROM core.users u JOIN core.roles r ON r.id = u.role_id";
 
 impl UserRow {
     pub fn active(&self) -> bool {
@@ -66,7 +58,7 @@ impl UserRow {
 
     fn cursor(&self) -> Cursor {
         Cursor {
-            time: self.created_at.unwrap_or_default(),
+            time: self.created_at,
             id: self.id,
         }
     }
@@ -100,7 +92,7 @@ impl UserRow {
             manager_id: id_string(self.manager_id),
             is_active: self.is_active.unwrap_or(false),
             last_login_time: opt_timestamp(self.last_login_at),
-            create_time: opt_timestamp(self.created_at),
+            create_time: Some(timestamp(self.created_at)),
             update_time: opt_timestamp(self.updated_at),
             etag: etag(self.updated_at),
         }
@@ -111,11 +103,19 @@ pub(crate) async fn find_by_id(
     tx: &mut impl TenantTx,
     id: Uuid,
 ) -> Result<Option<UserRow>, ApiError> {
-    Ok(sqlx::query_as(&format!(
-        "{USER_SELECT} WHERE u.tenant_id = $1 AND u.id = $2"
-    ))
-    .bind(tx.tenant_id())
-    .bind(id)
+    Ok(sqlx::query_as!(
+        UserRow,
+        r#"SELECT u.id, u.tenant_id, u.email, u.password_hash, u.first_name, u.last_name, u.title,
+               u.department, u.avatar_url, u.role_id, r.code AS role_code, u.manager_id, u.is_active,
+               u.last_login_at, u.created_at, u.updated_at,
+               ARRAY(SELECT p.code::text FROM core.role_permissions rp
+                     JOIN core.permissions p ON p.id = rp.permission_id
+                     WHERE rp.role_id = u.role_id ORDER BY p.code) AS "permissions!"
+           FROM core.users u JOIN core.roles r ON r.id = u.role_id
+           WHERE u.tenant_id = $1 AND u.id = $2"#,
+        tx.tenant_id(),
+        id,
+    )
     .fetch_optional(&mut **tx)
     .await?)
 }
@@ -124,11 +124,19 @@ pub(crate) async fn find_by_email(
     tx: &mut impl TenantTx,
     email: &str,
 ) -> Result<Option<UserRow>, ApiError> {
-    Ok(sqlx::query_as(&format!(
-        "{USER_SELECT} WHERE u.tenant_id = $1 AND u.email = $2"
-    ))
-    .bind(tx.tenant_id())
-    .bind(email)
+    Ok(sqlx::query_as!(
+        UserRow,
+        r#"SELECT u.id, u.tenant_id, u.email, u.password_hash, u.first_name, u.last_name, u.title,
+               u.department, u.avatar_url, u.role_id, r.code AS role_code, u.manager_id, u.is_active,
+               u.last_login_at, u.created_at, u.updated_at,
+               ARRAY(SELECT p.code::text FROM core.role_permissions rp
+                     JOIN core.permissions p ON p.id = rp.permission_id
+                     WHERE rp.role_id = u.role_id ORDER BY p.code) AS "permissions!"
+           FROM core.users u JOIN core.roles r ON r.id = u.role_id
+           WHERE u.tenant_id = $1 AND u.email = $2"#,
+        tx.tenant_id(),
+        email,
+    )
     .fetch_optional(&mut **tx)
     .await?)
 }
@@ -143,12 +151,14 @@ pub(crate) const OWNER_ROLE_ID: Uuid = Uuid::from_u128(0x00000000_0000_4000_8002
 
 /// Locks the row for the rest of the transaction, then reads it.
 pub(crate) async fn get_for_update(tx: &mut impl TenantTx, id: Uuid) -> Result<UserRow, ApiError> {
-    sqlx::query("SELECT 1 FROM core.users WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
-        .bind(tx.tenant_id())
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or(ApiError::NotFound("user"))?;
+    sqlx::query!(
+        "SELECT 1 AS locked FROM core.users WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+        tx.tenant_id(),
+        id,
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(ApiError::NotFound("user"))?;
     get(tx, id).await
 }
 
@@ -157,12 +167,12 @@ pub(crate) async fn revoke_sessions(
     tx: &mut impl TenantTx,
     user_id: Uuid,
 ) -> Result<u64, ApiError> {
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "UPDATE core.refresh_tokens SET revoked_at = now() \
          WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+        tx.tenant_id(),
+        user_id,
     )
-    .bind(tx.tenant_id())
-    .bind(user_id)
     .execute(&mut **tx)
     .await?
     .rows_affected())
@@ -192,14 +202,14 @@ async fn ensure_not_last_owner(tx: &mut impl TenantTx, user: &UserRow) -> Result
     if user.role_id != OWNER_ROLE_ID || !user.active() {
         return Ok(());
     }
-    let others: Vec<Uuid> = sqlx::query_scalar(
+    let others: Vec<Uuid> = sqlx::query_scalar!(
         "SELECT id FROM core.users \
          WHERE tenant_id = $1 AND role_id = $2 AND coalesce(is_active, false) AND id <> $3 \
          FOR SHARE",
+        tx.tenant_id(),
+        OWNER_ROLE_ID,
+        user.id,
     )
-    .bind(tx.tenant_id())
-    .bind(OWNER_ROLE_ID)
-    .bind(user.id)
     .fetch_all(&mut **tx)
     .await?;
     if others.is_empty() {
@@ -219,11 +229,11 @@ pub(crate) async fn ensure_user_in_tenant(
     user_id: Uuid,
     field: &str,
 ) -> Result<(), ApiError> {
-    let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM core.users WHERE tenant_id = $1 AND id = $2)",
+    let exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM core.users WHERE tenant_id = $1 AND id = $2) AS "exists!""#,
+        tx.tenant_id(),
+        user_id,
     )
-    .bind(tx.tenant_id())
-    .bind(user_id)
     .fetch_one(&mut **tx)
     .await?;
     if exists {
@@ -244,23 +254,23 @@ async fn check_manager(
     let tenant_id = tx.tenant_id();
     // Two concurrent manager changes could each pass the cycle check and
     // together close a loop: they take turns per tenant.
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtextextended('codeops.managers:' || $1::text, 0))",
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('codeops.managers:' || $1::uuid::text, 0))",
+        tenant_id,
     )
-    .bind(tenant_id)
     .execute(&mut **tx)
     .await?;
-    let cycle: bool = sqlx::query_scalar(
-        "WITH RECURSIVE chain(id, depth) AS ( \
-             SELECT $2::uuid, 0 \
-             UNION ALL \
-             SELECT u.manager_id, c.depth + 1 FROM core.users u JOIN chain c ON u.id = c.id \
-             WHERE u.tenant_id = $1 AND u.manager_id IS NOT NULL AND c.depth < 1000) \
-         SELECT EXISTS (SELECT 1 FROM chain WHERE id = $3)",
+    let cycle = sqlx::query_scalar!(
+        r#"WITH RECURSIVE chain(id, depth) AS (
+               SELECT $2::uuid, 0
+               UNION ALL
+               SELECT u.manager_id, c.depth + 1 FROM core.users u JOIN chain c ON u.id = c.id
+               WHERE u.tenant_id = $1 AND u.manager_id IS NOT NULL AND c.depth < 1000)
+           SELECT EXISTS (SELECT 1 FROM chain WHERE id = $3) AS "cycle!""#,
+        tenant_id,
+        manager_id,
+        user_id,
     )
-    .bind(tenant_id)
-    .bind(manager_id)
-    .bind(user_id)
     .fetch_one(&mut **tx)
     .await?;
     if cycle {
@@ -304,22 +314,22 @@ impl UserService for Svc {
             check_manager(&mut tx, Uuid::nil(), manager_id).await?;
         }
         let id = Uuid::now_v7();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO core.users (id, tenant_id, email, password_hash, first_name, last_name, title, department, \
                  avatar_url, role_id, manager_id, is_active, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true, now(), now())",
+            id,
+            tx.tenant_id(),
+            &email,
+            &password_hash,
+            &first_name,
+            &last_name,
+            title.as_deref(),
+            department.as_deref(),
+            avatar_url.as_deref(),
+            role_id,
+            manager_id,
         )
-        .bind(id)
-        .bind(tx.tenant_id())
-        .bind(&email)
-        .bind(&password_hash)
-        .bind(&first_name)
-        .bind(&last_name)
-        .bind(&title)
-        .bind(&department)
-        .bind(&avatar_url)
-        .bind(role_id)
-        .bind(manager_id)
         .execute(&mut *tx)
         .await
         .map_err(ApiError::from)?;
@@ -359,24 +369,32 @@ impl UserService for Svc {
         let pattern = query.as_deref().map(contains_pattern);
 
         let mut tx = self.db.read(ctx).await?;
-        let rows: Vec<UserRow> = sqlx::query_as(&format!(
-            "{USER_SELECT} WHERE u.tenant_id = $1 \
-               AND ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM core.team_members m \
-                    WHERE m.tenant_id = $1 AND m.team_id = $2 AND m.user_id = u.id)) \
-               AND ($3::uuid IS NULL OR u.role_id = $3) \
-               AND ($4::bool IS NULL OR coalesce(u.is_active, false) = $4) \
-               AND ($5::text IS NULL OR u.email ILIKE $5 OR u.first_name ILIKE $5 OR u.last_name ILIKE $5) \
-               AND ($6::timestamptz IS NULL OR (u.created_at, u.id) > ($6, $7)) \
-             ORDER BY u.created_at, u.id LIMIT $8"
-        ))
-        .bind(tx.tenant_id())
-        .bind(team_id)
-        .bind(role_id)
-        .bind(req.is_active)
-        .bind(pattern)
-        .bind(page.after_time())
-        .bind(page.after_id())
-        .bind(page.limit())
+        let rows = sqlx::query_as!(
+            UserRow,
+            r#"SELECT u.id, u.tenant_id, u.email, u.password_hash, u.first_name, u.last_name, u.title,
+               u.department, u.avatar_url, u.role_id, r.code AS role_code, u.manager_id, u.is_active,
+               u.last_login_at, u.created_at, u.updated_at,
+               ARRAY(SELECT p.code::text FROM core.role_permissions rp
+                     JOIN core.permissions p ON p.id = rp.permission_id
+                     WHERE rp.role_id = u.role_id ORDER BY p.code) AS "permissions!"
+           FROM core.users u JOIN core.roles r ON r.id = u.role_id
+               WHERE u.tenant_id = $1
+                 AND ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM core.team_members m
+                      WHERE m.tenant_id = $1 AND m.team_id = $2 AND m.user_id = u.id))
+                 AND ($3::uuid IS NULL OR u.role_id = $3)
+                 AND ($4::bool IS NULL OR coalesce(u.is_active, false) = $4)
+                 AND ($5::text IS NULL OR u.email ILIKE $5 OR u.first_name ILIKE $5 OR u.last_name ILIKE $5)
+                 AND ($6::timestamptz IS NULL OR (u.created_at, u.id) > ($6, $7))
+               ORDER BY u.created_at, u.id LIMIT $8"#,
+            tx.tenant_id(),
+            team_id,
+            role_id,
+            req.is_active,
+            pattern,
+            page.after_time(),
+            page.after_id(),
+            page.limit(),
+        )
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::from)?;
@@ -433,7 +451,7 @@ impl UserService for Svc {
         if let Some(Some(manager_id)) = manager_id {
             check_manager(&mut tx, id, manager_id).await?;
         }
-        sqlx::query(
+        sqlx::query!(
             "UPDATE core.users SET \
                  first_name = CASE WHEN $3 THEN $4 ELSE first_name END, \
                  last_name = CASE WHEN $5 THEN $6 ELSE last_name END, \
@@ -443,21 +461,21 @@ impl UserService for Svc {
                  manager_id = CASE WHEN $13 THEN $14 ELSE manager_id END, \
                  updated_at = clock_timestamp() \
              WHERE tenant_id = $1 AND id = $2",
+            tx.tenant_id(),
+            id,
+            first_name.is_some(),
+            first_name.unwrap_or_default(),
+            last_name.is_some(),
+            last_name.unwrap_or_default(),
+            title.is_some(),
+            title.flatten(),
+            department.is_some(),
+            department.flatten(),
+            avatar_url.is_some(),
+            avatar_url.flatten(),
+            manager_id.is_some(),
+            manager_id.flatten(),
         )
-        .bind(tx.tenant_id())
-        .bind(id)
-        .bind(first_name.is_some())
-        .bind(first_name.unwrap_or_default())
-        .bind(last_name.is_some())
-        .bind(last_name.unwrap_or_default())
-        .bind(title.is_some())
-        .bind(title.flatten())
-        .bind(department.is_some())
-        .bind(department.flatten())
-        .bind(avatar_url.is_some())
-        .bind(avatar_url.flatten())
-        .bind(manager_id.is_some())
-        .bind(manager_id.flatten())
         .execute(&mut *tx)
         .await
         .map_err(ApiError::from)?;
@@ -500,9 +518,11 @@ impl UserService for Svc {
             .into());
         }
         ensure_not_last_owner(&mut tx, &before).await?;
-        sqlx::query("UPDATE core.users SET is_active = false, updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2")
-            .bind(tx.tenant_id())
-            .bind(id)
+        sqlx::query!(
+            "UPDATE core.users SET is_active = false, updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2",
+            tx.tenant_id(),
+            id,
+        )
             .execute(&mut *tx)
             .await
             .map_err(ApiError::from)?;
@@ -541,10 +561,12 @@ impl UserService for Svc {
         if role_id != OWNER_ROLE_ID {
             ensure_not_last_owner(&mut tx, &before).await?;
         }
-        sqlx::query("UPDATE core.users SET role_id = $3, updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2")
-            .bind(tx.tenant_id())
-            .bind(user_id)
-            .bind(role_id)
+        sqlx::query!(
+            "UPDATE core.users SET role_id = $3, updated_at = clock_timestamp() WHERE tenant_id = $1 AND id = $2",
+            tx.tenant_id(),
+            user_id,
+            role_id,
+        )
             .execute(&mut *tx)
             .await
             .map_err(ApiError::from)?;
