@@ -18,7 +18,8 @@
 #      pgbench -M prepared on the same data at the same concurrency running
 #      the handler's SELECT as codeops_decision with the tenant set (RLS applies),
 #      and the ratio; also pgbench running the handler's whole transaction,
-#      and h2load with its default windows (Nagle-bound, see below);
+#      and h2load with its default windows (a client that acknowledges
+#      lazily: ~44 ms a call before the servers set TCP_NODELAY);
 #   4. database round trips per read (GetDecision) and per write (CreateTeam):
 #      a second server, pool of one, talks to PostgreSQL through
 #      benches/pg_roundtrips.py, a counting proxy; each trip is printed.
@@ -211,7 +212,7 @@ for c in $CONCURRENCY; do
     printf '  pgbench same SELECT     %7s q/s     (prepared, RLS as codeops_decision; %s)\n' "$select_tps" "$load_after"
     printf '  ratio RPC/s / q/s       %7s\n' "$(awk -v a="$rps" -v b="$select_tps" 'BEGIN { printf "%.2f", a / b }')"
     printf '  pgbench handler tx      %7s tx/s    (BEGIN; set_config; SELECT; COMMIT)\n' "$tx_tps"
-    printf '  h2load default windows  %7s RPC/s   (Nagle-bound while ~44 ms per call)\n' "$nagle_rps"
+    printf '  h2load default windows  %7s RPC/s   (a lazily acknowledging client)\n' "$nagle_rps"
 done
 tls=$(sql "SELECT count(*) FILTER (WHERE s.ssl) || ' of ' || count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()")
 printf '\nservice connections to PostgreSQL using TLS: %s\n' "$tls"

@@ -168,8 +168,12 @@ async fn serve_command(target: ServeTarget, db: DbArgs, serve: ServeArgs) -> any
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
+    // Colour codes only for a person at a terminal: in a file or a log
+    // collector they are noise, and writing them costs every call.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
