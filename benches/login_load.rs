@@ -369,6 +369,7 @@ async fn bench(settings: &Settings, url: &str) -> anyhow::Result<Outcome> {
         bcrypt_threads: 0,
         operator_token: None,
         limits: MessageLimits::default(),
+        request_timeout: None,
         service_token: codeops::config::generate_service_token(),
         identity_url: None,
         revocation_poll: Duration::from_secs(10),

@@ -83,6 +83,12 @@ pub struct ServeArgs {
         value_parser = RangedU64ValueParser::<usize>::new().range(1024..)
     )]
     pub max_response_bytes: usize,
+    /// The longest a call may take when its caller sets no shorter
+    /// deadline (`grpc-timeout`), in seconds; past it the call answers
+    /// DEADLINE_EXCEEDED and its database statement is cancelled. 0: no
+    /// default, only the caller's deadline.
+    #[arg(long, env = "CODEOPS_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
     /// Ed25519 private key (PKCS#8 PEM, inline or a file path) identity signs with.
     #[arg(long, env = "CODEOPS_JWT_PRIVATE_KEY", hide_env_values = true)]
     pub jwt_private_key: Option<String>,
@@ -196,6 +202,8 @@ impl ServeArgs {
                 max_request_bytes: self.max_request_bytes,
                 max_response_bytes: self.max_response_bytes,
             },
+            request_timeout: (self.request_timeout_secs > 0)
+                .then(|| Duration::from_secs(self.request_timeout_secs)),
             service_token,
             identity_url: self.identity_url.clone(),
             revocation_poll: Duration::from_secs(self.revocation_poll_secs),

@@ -107,6 +107,9 @@ pub struct SuiteConfig {
     pub operator_token: Option<String>,
     /// Largest request and response messages.
     pub limits: MessageLimits,
+    /// The longest a call may take when its caller asks for no shorter
+    /// deadline; `None`: only the caller's deadline applies.
+    pub request_timeout: Option<Duration>,
     /// The credential CodeOps processes call identity's internal API with
     /// (the revocation feed); at least 16 characters.
     pub service_token: String,
@@ -210,6 +213,7 @@ pub async fn start(
     let pipeline = PipelineSettings {
         metrics: Metrics::new(),
         limits: config.limits,
+        default_timeout: config.request_timeout,
     };
     let (stop, stopped) = watch::channel(false);
     let mut suite = Suite {

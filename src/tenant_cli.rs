@@ -46,6 +46,7 @@ fn cli_meta(command: &str) -> RequestMeta {
         request_id: format!("cli-{}", uuid::Uuid::new_v4()),
         peer_ip: None,
         user_agent: Some(format!("codeops tenant {command}")),
+        deadline: None,
     }
 }
 

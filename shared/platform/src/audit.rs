@@ -167,6 +167,11 @@ impl Actor {
     pub fn user_id(&self) -> Option<Uuid> {
         self.user_id
     }
+
+    /// When the request this actor acts in stops being waited for.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.meta.deadline
+    }
 }
 
 /// What happened. Values are JSON without secrets: callers pass the

@@ -10,7 +10,7 @@
 //! plus its `COMMIT`.
 
 use std::ops::{Deref, DerefMut};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use codeops_tenant::TenantContext;
@@ -19,7 +19,7 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::audit::{self, Actor, AuditEntry};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 
 /// The services, each with its own database role (migrations create them):
 /// a service's role is granted its own tables plus appending to
@@ -145,17 +145,17 @@ impl Db {
 
     /// A read-only transaction in the caller's tenant.
     pub async fn read(&self, ctx: &TenantContext) -> ApiResult<ReadTx> {
-        self.read_in(ctx.tenant_id).await
+        self.read_in(ctx.tenant_id, ctx.meta.deadline).await
     }
 
     /// A read-only transaction on behalf of a system actor (login, the
     /// operator, the SLA sweeper) in the actor's tenant.
     pub async fn read_as(&self, actor: &Actor) -> ApiResult<ReadTx> {
-        self.read_in(actor.tenant_id()).await
+        self.read_in(actor.tenant_id(), actor.deadline()).await
     }
 
-    async fn read_in(&self, tenant_id: Uuid) -> ApiResult<ReadTx> {
-        let tx = self.begin(tenant_id, "BEGIN READ ONLY").await?;
+    async fn read_in(&self, tenant_id: Uuid, deadline: Option<Instant>) -> ApiResult<ReadTx> {
+        let tx = self.begin(tenant_id, "BEGIN READ ONLY", deadline).await?;
         Ok(ReadTx { tx, tenant_id })
     }
 
@@ -167,7 +167,9 @@ impl Db {
 
     /// A write transaction by a system actor, in the actor's tenant.
     pub async fn write_as(&self, actor: Actor) -> ApiResult<WriteTx> {
-        let tx = self.begin(actor.tenant_id(), "BEGIN").await?;
+        let tx = self
+            .begin(actor.tenant_id(), "BEGIN", actor.deadline())
+            .await?;
         Ok(WriteTx { tx, actor })
     }
 
@@ -175,12 +177,24 @@ impl Db {
         &self,
         tenant_id: Uuid,
         begin: &str,
+        deadline: Option<Instant>,
     ) -> ApiResult<Transaction<'static, Postgres>> {
-        // A formatted UUID is only hex digits and dashes: safe to inline,
-        // and inlining lets both statements share one simple-query round
-        // trip. The setting is transaction-local, so it never outlives the
-        // transaction on a pooled connection.
-        let sql = format!("{begin}; SELECT set_config('app.tenant_id', '{tenant_id}', true)");
+        // A formatted UUID is only hex digits and dashes, a timeout only
+        // digits: safe to inline, and inlining lets every statement share
+        // one simple-query round trip. Both settings are transaction-local,
+        // so they never outlive the transaction on a pooled connection.
+        let mut sql = format!("{begin}; SELECT set_config('app.tenant_id', '{tenant_id}', true)");
+        if let Some(deadline) = deadline {
+            // The caller stops waiting at its deadline: PostgreSQL stops
+            // working on the call's statements then too (a statement still
+            // running is cancelled, SQLSTATE 57014).
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ApiError::DeadlineExceeded);
+            }
+            let millis = left.as_millis().clamp(1, i32::MAX as u128);
+            sql.push_str(&format!("; SET LOCAL statement_timeout = {millis}"));
+        }
         Ok(self.pool.begin_with(sql).await?)
     }
 

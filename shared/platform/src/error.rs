@@ -85,6 +85,10 @@ pub enum ApiError {
     Status(#[from] Status),
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// The call's deadline passed (a statement cancelled at it, or none
+    /// left to start one).
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -203,6 +207,8 @@ impl From<sqlx::Error> for ApiError {
                     Some(code) if code == "23514" || code == "23502" || code.starts_with("22") => {
                         ApiError::field(field(), "value is not allowed")
                     }
+                    // query_canceled: the statement timeout a call's deadline set
+                    Some("57014") => ApiError::DeadlineExceeded,
                     // serialization_failure, deadlock_detected
                     Some("40001") | Some("40P01") => ApiError::Aborted {
                         reason: "CONCURRENT_UPDATE",
@@ -366,6 +372,12 @@ impl From<ApiError> for Status {
                     "DATABASE_UNAVAILABLE",
                 )
             }
+            ApiError::DeadlineExceeded => status(
+                Code::DeadlineExceeded,
+                "the call's deadline passed before it finished",
+                ErrorDetails::new(),
+                "DEADLINE_EXCEEDED",
+            ),
             ApiError::Internal(source) => {
                 tracing::error!(error = ?source, "internal error");
                 status(

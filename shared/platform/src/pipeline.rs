@@ -14,7 +14,12 @@
 //!   clients can act on (`transport_errors`);
 //! - counts the call: started, in flight, finished by code and latency, up
 //!   to its final status, so a stream counts for as long as it runs and a
-//!   call the client abandons counts as CANCELLED.
+//!   call the client abandons counts as CANCELLED;
+//! - holds the call to its deadline: the caller's `grpc-timeout`, capped by
+//!   the port's default timeout. The deadline goes into [`RequestMeta`] (the
+//!   database cuts the call's statements off at it) and a call still without
+//!   its response then answers DEADLINE_EXCEEDED (`DEADLINE_EXCEEDED`); for
+//!   a stream the deadline bounds the time to its first response.
 
 mod body;
 mod frames;
@@ -27,7 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use codeops_tenant::RequestMeta;
@@ -87,15 +92,24 @@ struct Shared {
     service: &'static str,
     rpc: Arc<RpcMetrics>,
     limits: MessageLimits,
+    /// The longest a call may take when its caller sets no shorter
+    /// deadline; `None`: only the caller's.
+    default_timeout: Option<Duration>,
 }
 
 impl PipelineLayer {
-    pub(crate) fn new(service: &'static str, rpc: Arc<RpcMetrics>, limits: MessageLimits) -> Self {
+    pub(crate) fn new(
+        service: &'static str,
+        rpc: Arc<RpcMetrics>,
+        limits: MessageLimits,
+        default_timeout: Option<Duration>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 service,
                 rpc,
                 limits,
+                default_timeout,
             }),
         }
     }
@@ -144,7 +158,13 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
 
-        let meta = request_meta(&req);
+        let timeout = [grpc_timeout(&req), shared.default_timeout]
+            .into_iter()
+            .flatten()
+            .min();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut meta = request_meta(&req);
+        meta.deadline = deadline;
         let request_id = HeaderValue::from_str(&meta.request_id)
             .expect("a request id is visible ASCII: checked or generated");
         let path = req.uri().path();
@@ -166,6 +186,9 @@ where
 
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(meta);
+        // The deadline is enforced here, with the code and details the
+        // README documents; tonic's own timeout would answer CANCELLED.
+        parts.headers.remove(GRPC_TIMEOUT_HEADER);
         let req = Request::from_parts(
             parts,
             RequestBody::new(body, shared.limits.max_request_bytes, client_gone),
@@ -177,9 +200,18 @@ where
 
         Box::pin(
             async move {
-                let outcome = match future {
-                    Ok(future) => catch_panic(future).await,
-                    Err(payload) => Err(payload),
+                let outcome = match (future, deadline) {
+                    (Ok(future), None) => catch_panic(future).await,
+                    (Ok(future), Some(deadline)) => {
+                        match tokio::time::timeout_at(deadline.into(), catch_panic(future)).await {
+                            Ok(outcome) => outcome,
+                            // The handler's future is dropped here: its
+                            // database statement is cut off by the
+                            // statement timeout its transaction carries.
+                            Err(_) => Ok(Ok(deadline_exceeded().into_http())),
+                        }
+                    }
+                    (Err(payload), _) => Err(payload),
                 };
                 let mut call = call;
                 let mut response = match outcome {
@@ -284,6 +316,50 @@ impl Drop for Call {
     }
 }
 
+const GRPC_TIMEOUT_HEADER: &str = "grpc-timeout";
+
+/// The caller's `grpc-timeout` (gRPC over HTTP/2: at most 8 digits and a
+/// unit, H M S m u n); an unreadable one is ignored as the spec allows.
+fn grpc_timeout<B>(req: &Request<B>) -> Option<Duration> {
+    let value = req.headers().get(GRPC_TIMEOUT_HEADER)?.to_str().ok()?;
+    parse_grpc_timeout(value)
+}
+
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// DEADLINE_EXCEEDED with its `ErrorInfo`.
+fn deadline_exceeded() -> Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    let details = ErrorDetails::with_error_info(
+        "DEADLINE_EXCEEDED",
+        crate::error::DOMAIN,
+        std::collections::HashMap::new(),
+    );
+    Status::with_error_details(
+        Code::DeadlineExceeded,
+        "the call's deadline passed before it finished",
+        details,
+    )
+}
+
 fn request_meta<B>(req: &Request<B>) -> RequestMeta {
     let request_id = req
         .headers()
@@ -307,6 +383,7 @@ fn request_meta<B>(req: &Request<B>) -> RequestMeta {
         request_id,
         peer_ip,
         user_agent,
+        deadline: None,
     }
 }
 
@@ -316,6 +393,25 @@ fn truncate(value: &str, max: usize) -> String {
         end -= 1;
     }
     value[..end].to_owned()
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_spec_writes_them() {
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in ["", "m", "5", "123456789S", "1x", "-1S", "1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -334,7 +430,7 @@ mod tests {
     fn pipeline<S>(inner: S) -> (Pipeline<S>, Metrics) {
         let metrics = Metrics::new();
         let rpc = metrics.register_rpc("test", [METHOD.to_owned()]);
-        let layer = PipelineLayer::new("test", rpc, MessageLimits::default());
+        let layer = PipelineLayer::new("test", rpc, MessageLimits::default(), None);
         (layer.layer(inner), metrics)
     }
 
@@ -550,7 +646,7 @@ mod tests {
             max_request_bytes: 1024,
             max_response_bytes: 4,
         };
-        let mut service = PipelineLayer::new("test", rpc, limits).layer(Handler(|| {
+        let mut service = PipelineLayer::new("test", rpc, limits, None).layer(Handler(|| {
             // A 2-byte message, then a 5-byte one.
             streaming(vec![
                 Frame::data(Bytes::from_static(b"\0\0\0\0\x02ab\0\0\0\0\x05abcde")),

@@ -81,6 +81,9 @@ pub struct PipelineSettings {
     /// The process's metrics; the port's RPCs and pool are counted here.
     pub metrics: Metrics,
     pub limits: MessageLimits,
+    /// The longest a call may take when its caller asks for no shorter
+    /// deadline (`CODEOPS_REQUEST_TIMEOUT_SECS`); `None`: no default.
+    pub default_timeout: Option<std::time::Duration>,
 }
 
 /// Serves one service on `listener` until `shutdown` resolves. Health turns
@@ -124,7 +127,12 @@ pub async fn serve(
         .metrics
         .register_rpc(spec.name, served_methods(spec.grpc_services));
     pipeline.metrics.register_pool(spec.name, db.clone());
-    let pipeline = PipelineLayer::new(spec.name, rpc_metrics, pipeline.limits);
+    let pipeline = PipelineLayer::new(
+        spec.name,
+        rpc_metrics,
+        pipeline.limits,
+        pipeline.default_timeout,
+    );
     let auth = AuthLayer::new(AuthConfig {
         verifier: auth.verifier,
         table: access_table(spec.access),

@@ -15,6 +15,9 @@ pub struct RequestMeta {
     pub request_id: String,
     pub peer_ip: Option<String>,
     pub user_agent: Option<String>,
+    /// When the caller stops waiting (its `grpc-timeout`, or the server's
+    /// default): database statements of the call are cut off then too.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// The verified caller of an authenticated RPC. Built by the auth layer from

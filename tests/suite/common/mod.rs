@@ -405,6 +405,7 @@ pub fn suite_config(db: &TestDb) -> SuiteConfig {
         bcrypt_threads: 0,
         operator_token: Some(OPERATOR_TOKEN.to_owned()),
         limits: MessageLimits::default(),
+        request_timeout: None,
         service_token: SERVICE_TOKEN.to_owned(),
         identity_url: None,
         revocation_poll: REVOCATION_POLL,

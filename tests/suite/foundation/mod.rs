@@ -4,6 +4,7 @@
 
 mod access;
 mod binary;
+mod deadlines;
 mod errors;
 mod grpc;
 mod limits;

@@ -323,6 +323,7 @@ impl SplitSuite {
         let pair = KeyPair::generate().expect("key pair");
         let config = |keys: Keys, identity_url: Option<String>| SuiteConfig {
             limits: codeops_platform::pipeline::MessageLimits::default(),
+            request_timeout: None,
             db: DbOptions::new(db.url.clone()),
             keys,
             token: TokenSettings::default(),
@@ -434,6 +435,7 @@ async fn planning_alone_without_identity_url_refuses_to_start() {
     let pair = KeyPair::generate().expect("key pair");
     let config = SuiteConfig {
         limits: codeops_platform::pipeline::MessageLimits::default(),
+        request_timeout: None,
         db: DbOptions::new(db.url.clone()),
         keys: Keys {
             signing: None,
