@@ -333,6 +333,7 @@ impl SplitSuite {
             service_token: SERVICE_TOKEN.to_owned(),
             identity_url,
             revocation_poll: REVOCATION_POLL,
+            sla_sweep_interval: Duration::ZERO,
         };
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
         let identity = codeops::suite::start(
@@ -447,6 +448,7 @@ async fn planning_alone_without_identity_url_refuses_to_start() {
         service_token: SERVICE_TOKEN.to_owned(),
         identity_url: None,
         revocation_poll: REVOCATION_POLL,
+        sla_sweep_interval: Duration::ZERO,
     };
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
     let error =
