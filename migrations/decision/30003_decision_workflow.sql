@@ -14,6 +14,8 @@ ALTER TABLE core.decisions
         REFERENCES core.hypotheses (tenant_id, outcome_id, id),
     ADD CONSTRAINT decisions_hypothesis_needs_outcome_check
         CHECK (hypothesis_id IS NULL OR outcome_id IS NOT NULL);
+-- Backs the key (a hypothesis's delete checks it).
+CREATE INDEX decisions_tenant_outcome_hypothesis_idx ON core.decisions (tenant_id, outcome_id, hypothesis_id);
 
 -- The SLA is an hour count between 1 hour and one year.
 ALTER TABLE core.decisions
