@@ -373,6 +373,7 @@ async fn bench(settings: &Settings, url: &str) -> anyhow::Result<Outcome> {
         service_token: codeops::config::generate_service_token(),
         identity_url: None,
         revocation_poll: Duration::from_secs(10),
+        sla_sweep_interval: Duration::ZERO,
     };
     let loopback: SocketAddr = "127.0.0.1:0".parse()?;
     let suite = codeops::suite::start(&config, &[(Service::Identity, loopback)], loopback).await?;

@@ -127,6 +127,10 @@ pub struct ServeArgs {
     /// or deactivated user is refused by every service within this bound.
     #[arg(long, env = "CODEOPS_REVOCATION_POLL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=30))]
     pub revocation_poll_secs: u64,
+    /// How often the decision service's SLA sweeper escalates overdue
+    /// decisions, in seconds; 0 switches it off in this process.
+    #[arg(long, env = "CODEOPS_SLA_SWEEP_SECS", default_value_t = 60)]
+    pub sla_sweep_secs: u64,
     /// bcrypt cost for new password hashes.
     #[arg(long, env = "CODEOPS_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=16))]
     pub bcrypt_cost: u32,
@@ -207,6 +211,7 @@ impl ServeArgs {
             service_token,
             identity_url: self.identity_url.clone(),
             revocation_poll: Duration::from_secs(self.revocation_poll_secs),
+            sla_sweep_interval: Duration::from_secs(self.sla_sweep_secs),
         })
     }
 

@@ -120,6 +120,9 @@ pub struct SuiteConfig {
     /// how long a revoked session or deactivated user stays usable outside
     /// identity's writes.
     pub revocation_poll: Duration,
+    /// How often the decision service's SLA sweeper runs; zero: never (in
+    /// this process).
+    pub sla_sweep_interval: Duration,
 }
 
 /// Running services; dropping the handle does not stop them, `shutdown` does.
@@ -204,7 +207,8 @@ pub async fn start(
         std::slice::from_ref(&config.keys.public),
         &config.token,
     )?);
-    let feed = revocation_feed(config, &listeners, &verifier)?;
+    let identity_url = identity_url(config, &listeners)?;
+    let feed = revocation_feed(config, &identity_url, &verifier)?;
     let auth = AuthSettings {
         verifier,
         operator_token_sha256: config.operator_token.as_deref().map(operator_token_digest),
@@ -237,9 +241,33 @@ pub async fn start(
             Ok(())
         }
     }));
+    let decision = codeops_decision::DecisionConfig {
+        identity: codeops_decision::IdentityClient::new(&identity_url, &config.service_token)?,
+        metrics: pipeline.metrics.clone(),
+        sla_sweep_interval: (!config.sla_sweep_interval.is_zero())
+            .then_some(config.sla_sweep_interval),
+    };
     for (service, listener) in listeners {
         let db = Db::connect(&config.db, service.role()).await?;
-        let spec = spec(service, db.clone(), config, &pipeline.metrics)?;
+        let spec = spec(service, db.clone(), config, &pipeline.metrics, &decision)?;
+        if service == Service::Decision
+            && let Some(interval) = decision.sla_sweep_interval
+        {
+            let sweeper = codeops_decision::Sweeper::new(
+                db.clone(),
+                decision.identity.clone(),
+                decision.metrics.clone(),
+            );
+            let mut stopped = stopped.clone();
+            suite.tasks.push(tokio::spawn(async move {
+                sweeper
+                    .run(interval, async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+                Ok(())
+            }));
+        }
         suite.addrs.push((service, listener.local_addr()?));
         let mut stopped = stopped.clone();
         let shutdown = async move {
@@ -267,15 +295,15 @@ pub async fn start(
     Ok(suite)
 }
 
-/// The revocation feed this process polls: `identity_url` when configured,
-/// else the identity it serves itself (over loopback when it listens on
+/// identity's URL for the other services' calls (the revocation feed, the
+/// decision service's internal reads): `identity_url` when configured, else
+/// the identity this process serves (over loopback when it listens on
 /// every address).
-fn revocation_feed(
+fn identity_url(
     config: &SuiteConfig,
     listeners: &[(Service, TcpListener)],
-    verifier: &TokenVerifier,
-) -> anyhow::Result<RevocationFeed> {
-    let identity_url = match &config.identity_url {
+) -> anyhow::Result<String> {
+    Ok(match &config.identity_url {
         Some(url) => url.clone(),
         None => {
             let (_, listener) = listeners
@@ -294,10 +322,18 @@ fn revocation_feed(
             }
             format!("http://{addr}")
         }
-    };
+    })
+}
+
+/// The revocation feed this process polls.
+fn revocation_feed(
+    config: &SuiteConfig,
+    identity_url: &str,
+    verifier: &TokenVerifier,
+) -> anyhow::Result<RevocationFeed> {
     Ok(RevocationFeed::new(
         FeedSettings {
-            identity_url,
+            identity_url: identity_url.to_owned(),
             service_token: config.service_token.clone(),
             interval: config.revocation_poll,
         },
@@ -310,6 +346,7 @@ fn spec(
     db: Db,
     config: &SuiteConfig,
     metrics: &Metrics,
+    decision: &codeops_decision::DecisionConfig,
 ) -> anyhow::Result<ServiceSpec> {
     Ok(match service {
         Service::Identity => {
@@ -332,7 +369,7 @@ fn spec(
             )
         }
         Service::Planning => codeops_planning::spec(db),
-        Service::Decision => codeops_decision::spec(db),
+        Service::Decision => codeops_decision::spec(db, decision),
     })
 }
 

@@ -3,6 +3,7 @@
 //! in `common`.
 
 mod common;
+mod decision;
 mod foundation;
 mod identity;
 mod planning;

@@ -1,16 +1,28 @@
 //! The decision service (`codeops.decision.v1`): decisions with options,
-//! SLA and escalation, threaded comments, stakeholders. It owns
-//! `core.decisions`, `core.decision_comments`, `core.stakeholders` and their
-//! migrations.
+//! SLA and escalation. It owns `core.decisions`, `core.decision_comments`,
+//! `core.stakeholders` and their migrations; what it needs from identity (a
+//! user's manager, a tenant's SLA defaults) comes through identity's
+//! internal gRPC API, and its background SLA sweeper escalates overdue
+//! decisions in every tenant.
 
 mod decisions;
+mod documents;
+pub mod identity;
+pub mod lifecycle;
+pub mod sweeper;
 
-use codeops_platform::Db;
+use std::time::Duration;
+
 use codeops_platform::server::ServiceSpec;
+use codeops_platform::{Db, Metrics};
 use codeops_proto::decision::decision_service_server::DecisionServiceServer;
 use codeops_tenant::{Access, MethodAccess, Permission};
 use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
+
+pub use identity::IdentityClient;
+pub use lifecycle::{DECISION_LIFECYCLE, DecisionMove};
+pub use sweeper::{SweepReport, Sweeper};
 
 /// Decision's migrations (`migrations/decision`), applied last.
 pub fn migrator() -> sqlx::migrate::Migrator {
@@ -20,28 +32,124 @@ pub fn migrator() -> sqlx::migrate::Migrator {
     migrator
 }
 
+const fn require(path: &'static str, permission: Permission) -> MethodAccess {
+    MethodAccess::new(path, Access::Require(permission))
+}
+
 /// Who may call each decision method.
 pub const ACCESS: &[MethodAccess] = &[
-    MethodAccess::new(
-        "/codeops.decision.v1.DecisionService/GetDecision",
-        Access::Require(Permission::DecisionRead),
+    require(
+        "/codeops.decision.v1.DecisionService/CreateDecision",
+        Permission::DecisionWrite,
     ),
-    MethodAccess::new(
+    require(
+        "/codeops.decision.v1.DecisionService/GetDecision",
+        Permission::DecisionRead,
+    ),
+    require(
         "/codeops.decision.v1.DecisionService/ListDecisions",
-        Access::Require(Permission::DecisionRead),
+        Permission::DecisionRead,
+    ),
+    require(
+        "/codeops.decision.v1.DecisionService/UpdateDecision",
+        Permission::DecisionWrite,
+    ),
+    require(
+        "/codeops.decision.v1.DecisionService/AssignDecision",
+        Permission::DecisionWrite,
+    ),
+    require(
+        "/codeops.decision.v1.DecisionService/DiscussDecision",
+        Permission::DecisionWrite,
+    ),
+    require(
+        "/codeops.decision.v1.DecisionService/RequestDecisionInput",
+        Permission::DecisionWrite,
+    ),
+    require(
+        "/codeops.decision.v1.DecisionService/ResolveDecision",
+        Permission::DecisionResolve,
+    ),
+    require(
+        "/codeops.decision.v1.DecisionService/DeferDecision",
+        Permission::DecisionWrite,
+    ),
+    require(
+        "/codeops.decision.v1.DecisionService/CancelDecision",
+        Permission::DecisionWrite,
+    ),
+    require(
+        "/codeops.decision.v1.DecisionService/MarkDecisionImplemented",
+        Permission::DecisionWrite,
+    ),
+    require(
+        "/codeops.decision.v1.DecisionService/ReopenDecision",
+        Permission::DecisionResolve,
+    ),
+    require(
+        "/codeops.decision.v1.DecisionService/EscalateDecision",
+        Permission::DecisionEscalate,
     ),
 ];
 
 pub const GRPC_SERVICES: &[&str] = &["codeops.decision.v1.DecisionService"];
 
-pub fn spec(db: Db) -> ServiceSpec {
-    let decisions = DecisionServiceServer::new(decisions::Decisions::new(db))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip);
+/// What the decision service needs besides its database.
+#[derive(Clone)]
+pub struct DecisionConfig {
+    /// identity's internal API (managers, SLA defaults).
+    pub identity: IdentityClient,
+    /// The process's metrics (the sweeper's counters).
+    pub metrics: Metrics,
+    /// How often the SLA sweeper runs; `None`: not in this process.
+    pub sla_sweep_interval: Option<Duration>,
+}
+
+pub fn spec(db: Db, config: &DecisionConfig) -> ServiceSpec {
+    let decisions =
+        DecisionServiceServer::new(decisions::Decisions::new(db, config.identity.clone()))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
     ServiceSpec {
         name: "decision",
         grpc_services: GRPC_SERVICES,
         routes: Routes::new(decisions),
         access: ACCESS,
+    }
+}
+
+/// Field violations from a write's constraints, with the request's path
+/// (`owner_id` → `decision.owner_id`): an id that is not of the caller's
+/// tenant reads exactly like one that does not exist; a hypothesis of
+/// another outcome is a violation on `hypothesis_id`.
+pub(crate) fn write_error(prefix: &str) -> impl Fn(sqlx::Error) -> codeops_platform::ApiError {
+    let prefix = prefix.to_owned();
+    move |err| {
+        if let sqlx::Error::Database(db) = &err {
+            match db.constraint() {
+                Some("decisions_hypothesis_outcome_fkey") => {
+                    return codeops_platform::ApiError::field(
+                        format!("{prefix}.hypothesis_id"),
+                        "must be a hypothesis of the decision's outcome",
+                    );
+                }
+                Some("decisions_hypothesis_needs_outcome_check") => {
+                    return codeops_platform::ApiError::field(
+                        format!("{prefix}.outcome_id"),
+                        "is required with a hypothesis: the hypothesis's outcome",
+                    );
+                }
+                _ => {}
+            }
+        }
+        match codeops_platform::ApiError::from(err) {
+            codeops_platform::ApiError::InvalidArgument(mut violations) => {
+                for violation in &mut violations {
+                    violation.field = format!("{prefix}.{}", violation.field);
+                }
+                codeops_platform::ApiError::InvalidArgument(violations)
+            }
+            other => other,
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! InternalService: identity's API for the other CodeOps processes, behind
-//! the service credential. Its one method is the revocation feed.
+//! the service credential: the revocation feed, and the two facts the
+//! decision service needs from identity's slice (a user's manager, a
+//! tenant's SLA defaults), each read in a transaction of the tenant named.
 //!
 //! The feed is keyset-paged on (time, kind, id). A revocation becomes
 //! visible when its transaction commits, which may be a moment after the
@@ -11,12 +13,13 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use codeops_platform::ApiError;
 use codeops_platform::convert::timestamp;
 use codeops_platform::db::RevocationRow;
+use codeops_platform::{Actor, ApiError, TenantTx, Violations};
 use codeops_proto::identity::internal_service_server::InternalService;
 use codeops_proto::identity::{
-    DeactivatedUser, ListRevocationsRequest, ListRevocationsResponse, RevokedSession,
+    DeactivatedUser, GetManagerRequest, GetManagerResponse, GetSlaDefaultsRequest,
+    GetSlaDefaultsResponse, ListRevocationsRequest, ListRevocationsResponse, RevokedSession,
 };
 use codeops_tenant::RequestExt;
 use codeops_tenant::token::LEEWAY_SECS;
@@ -152,8 +155,102 @@ impl Svc {
     }
 }
 
+/// How far up a management chain GetManager looks for an active manager.
+const MAX_CHAIN: usize = 16;
+
+impl Svc {
+    async fn get_manager(&self, req: &GetManagerRequest) -> Result<GetManagerResponse, ApiError> {
+        let mut v = Violations::new();
+        let tenant_id = v.uuid("tenant_id", &req.tenant_id);
+        let user_id = v.uuid("user_id", &req.user_id);
+        v.finish()?;
+        let mut tx = self
+            .db
+            .read_as(&Actor::system(tenant_id, "internal-api"))
+            .await?;
+        let mut current = sqlx::query_scalar!(
+            "SELECT manager_id FROM core.users WHERE tenant_id = $1 AND id = $2",
+            tx.tenant_id(),
+            user_id,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+        // Skip deactivated managers: escalating to someone who cannot sign
+        // in would leave the decision with nobody.
+        for _ in 0..MAX_CHAIN {
+            let Some(manager_id) = current else { break };
+            let row = sqlx::query!(
+                "SELECT coalesce(is_active, false) AS \"active!\", manager_id \
+                 FROM core.users WHERE tenant_id = $1 AND id = $2",
+                tx.tenant_id(),
+                manager_id,
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+            match row {
+                Some(row) if row.active => {
+                    return Ok(GetManagerResponse {
+                        manager_id: manager_id.to_string(),
+                    });
+                }
+                Some(row) => current = row.manager_id,
+                None => break,
+            }
+        }
+        Ok(GetManagerResponse::default())
+    }
+
+    async fn get_sla_defaults(
+        &self,
+        req: &GetSlaDefaultsRequest,
+    ) -> Result<GetSlaDefaultsResponse, ApiError> {
+        let mut v = Violations::new();
+        let tenant_id = v.uuid("tenant_id", &req.tenant_id);
+        v.finish()?;
+        let mut tx = self
+            .db
+            .read_as(&Actor::system(tenant_id, "internal-api"))
+            .await?;
+        let settings = sqlx::query_scalar!(
+            "SELECT settings FROM core.tenants WHERE id = $1",
+            tx.tenant_id(),
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(ApiError::NotFound("tenant"))?;
+        let settings = settings
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or(serde_json::Value::Null);
+        Ok(GetSlaDefaultsResponse {
+            sla_defaults: Some(crate::tenants::sla_defaults(&settings)),
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl InternalService for Svc {
+    async fn get_manager(
+        &self,
+        request: Request<GetManagerRequest>,
+    ) -> Result<Response<GetManagerResponse>, Status> {
+        request.service()?;
+        Ok(Response::new(
+            Svc::get_manager(self, request.get_ref()).await?,
+        ))
+    }
+
+    async fn get_sla_defaults(
+        &self,
+        request: Request<GetSlaDefaultsRequest>,
+    ) -> Result<Response<GetSlaDefaultsResponse>, Status> {
+        request.service()?;
+        Ok(Response::new(
+            Svc::get_sla_defaults(self, request.get_ref()).await?,
+        ))
+    }
+
     async fn list_revocations(
         &self,
         request: Request<ListRevocationsRequest>,

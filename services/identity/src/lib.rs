@@ -180,6 +180,11 @@ pub const ACCESS: &[MethodAccess] = &[
         "/codeops.identity.v1.InternalService/ListRevocations",
         Service,
     ),
+    rpc("/codeops.identity.v1.InternalService/GetManager", Service),
+    rpc(
+        "/codeops.identity.v1.InternalService/GetSlaDefaults",
+        Service,
+    ),
 ];
 
 pub const GRPC_SERVICES: &[&str] = &[

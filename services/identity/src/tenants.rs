@@ -58,18 +58,10 @@ impl TenantRow {
 
     fn into_proto(self) -> Tenant {
         let settings = self.settings_json();
-        let sla = &settings["sla_defaults"];
-        let hours =
-            |key: &str, default: i32| sla[key].as_i64().map(|h| h as i32).unwrap_or(default);
         Tenant {
             id: self.id.to_string(),
             settings: Some(TenantSettings {
-                sla_defaults: Some(SlaDefaults {
-                    blocking_hours: hours("blocking_hours", DEFAULT_SLA.blocking_hours),
-                    high_hours: hours("high_hours", DEFAULT_SLA.high_hours),
-                    normal_hours: hours("normal_hours", DEFAULT_SLA.normal_hours),
-                    low_hours: hours("low_hours", DEFAULT_SLA.low_hours),
-                }),
+                sla_defaults: Some(sla_defaults(&settings)),
                 timezone: settings["timezone"].as_str().unwrap_or("UTC").to_owned(),
                 custom: settings.get("custom").map(json_to_struct),
             }),
@@ -85,6 +77,25 @@ impl TenantRow {
             update_time: opt_timestamp(self.updated_at),
             etag: etag(self.updated_at),
         }
+    }
+}
+
+/// The decision SLA defaults of a tenant's settings JSON, product.md's
+/// where it sets none (or sets something out of range).
+pub(crate) fn sla_defaults(settings: &Value) -> SlaDefaults {
+    let sla = &settings["sla_defaults"];
+    let hours = |key: &str, default: i32| {
+        sla[key]
+            .as_i64()
+            .and_then(|h| i32::try_from(h).ok())
+            .filter(|h| (1..=MAX_SLA_HOURS).contains(h))
+            .unwrap_or(default)
+    };
+    SlaDefaults {
+        blocking_hours: hours("blocking_hours", DEFAULT_SLA.blocking_hours),
+        high_hours: hours("high_hours", DEFAULT_SLA.high_hours),
+        normal_hours: hours("normal_hours", DEFAULT_SLA.normal_hours),
+        low_hours: hours("low_hours", DEFAULT_SLA.low_hours),
     }
 }
 

@@ -237,6 +237,24 @@ impl Db {
         Ok((now, rows))
     }
 
+    /// The decision service's one read across tenants: open decisions past
+    /// their deadline at `now` (tenant, id, deadline), oldest deadline
+    /// first, through the narrow `core.overdue_decisions` function. The SLA
+    /// sweeper escalates each in a transaction of its own tenant.
+    pub async fn overdue_decisions(
+        &self,
+        now: DateTime<Utc>,
+        limit: i32,
+    ) -> ApiResult<Vec<(Uuid, Uuid, DateTime<Utc>)>> {
+        Ok(
+            sqlx::query_as("SELECT tenant_id, id, due_at FROM core.overdue_decisions($1, $2)")
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }

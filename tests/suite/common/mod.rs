@@ -409,6 +409,7 @@ pub fn suite_config(db: &TestDb) -> SuiteConfig {
         service_token: SERVICE_TOKEN.to_owned(),
         identity_url: None,
         revocation_poll: REVOCATION_POLL,
+        sla_sweep_interval: Duration::ZERO,
     }
 }
 

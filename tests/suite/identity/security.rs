@@ -334,6 +334,7 @@ impl SplitSuite {
             service_token: SERVICE_TOKEN.to_owned(),
             identity_url,
             revocation_poll: REVOCATION_POLL,
+            sla_sweep_interval: Duration::ZERO,
         };
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
         let identity = codeops::suite::start(
@@ -449,6 +450,7 @@ async fn planning_alone_without_identity_url_refuses_to_start() {
         service_token: SERVICE_TOKEN.to_owned(),
         identity_url: None,
         revocation_poll: REVOCATION_POLL,
+        sla_sweep_interval: Duration::ZERO,
     };
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
     let error =
