@@ -10,6 +10,8 @@
 //! plus its `COMMIT`.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -78,6 +80,10 @@ pub enum DbError {
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
+    /// False while health knows the database is unreachable: calls then
+    /// answer UNAVAILABLE at once instead of each waiting out the pool's
+    /// acquire timeout. The health watcher sets it (`set_reachable`).
+    reachable: Arc<AtomicBool>,
 }
 
 impl Db {
@@ -120,7 +126,10 @@ impl Db {
             .connect_with(connect)
             .await
             .map_err(|source| DbError::Connect { target, source })?;
-        let db = Db { pool };
+        let db = Db {
+            pool,
+            reachable: Arc::new(AtomicBool::new(true)),
+        };
         db.check_unprivileged().await?;
         Ok(db)
     }
@@ -183,6 +192,9 @@ impl Db {
         // digits: safe to inline, and inlining lets every statement share
         // one simple-query round trip. Both settings are transaction-local,
         // so they never outlive the transaction on a pooled connection.
+        if !self.reachable.load(Ordering::Relaxed) {
+            return Err(ApiError::DatabaseDown);
+        }
         let mut sql = format!("{begin}; SELECT set_config('app.tenant_id', '{tenant_id}', true)");
         if let Some(deadline) = deadline {
             // The caller stops waiting at its deadline: PostgreSQL stops
@@ -253,6 +265,12 @@ impl Db {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    /// What the health watcher last learned: while false, transactions are
+    /// refused at once with UNAVAILABLE.
+    pub fn set_reachable(&self, reachable: bool) {
+        self.reachable.store(reachable, Ordering::Relaxed);
     }
 
     pub async fn ping(&self) -> bool {

@@ -85,6 +85,9 @@ pub enum ApiError {
     Status(#[from] Status),
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// Health knows the database is unreachable: refused without trying.
+    #[error("database known to be unreachable")]
+    DatabaseDown,
     /// The call's deadline passed (a statement cancelled at it, or none
     /// left to start one).
     #[error("deadline exceeded")]
@@ -363,6 +366,12 @@ impl From<ApiError> for Status {
                 status(Code::ResourceExhausted, message, details, reason)
             }
             ApiError::Status(status) => status,
+            ApiError::DatabaseDown => status(
+                Code::Unavailable,
+                "database unavailable, retry later",
+                ErrorDetails::with_retry_info(Some(UNAVAILABLE_RETRY)),
+                "DATABASE_UNAVAILABLE",
+            ),
             ApiError::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
                 status(

@@ -234,6 +234,7 @@ async fn watch_database(db: Db, reporter: HealthReporter, services: &'static [&'
             .unwrap_or(false);
         if ok != healthy {
             healthy = ok;
+            db.set_reachable(ok);
             tracing::warn!(healthy, "database health changed");
             let status = if ok {
                 ServingStatus::Serving

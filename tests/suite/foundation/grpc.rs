@@ -323,6 +323,13 @@ async fn health_is_not_serving_while_the_database_is_unreachable_and_recovers() 
     let database = app.db.name.clone();
     let outcomes = "codeops.planning.v1.OutcomeService";
     assert!(wait_for_health(&app, outcomes, ServingStatus::Serving).await);
+    let token = app.login_seeded("acme", "alice@acme.test").await;
+    let list = || {
+        crate::common::bearer(
+            codeops_proto::planning::ListOutcomesRequest::default(),
+            &token,
+        )
+    };
 
     // Cut the services off: no new connections, existing ones killed.
     sqlx::raw_sql(&format!(
@@ -338,6 +345,11 @@ async fn health_is_not_serving_while_the_database_is_unreachable_and_recovers() 
         .expect("terminate the services' connections");
     let went_down = wait_for_health(&app, outcomes, ServingStatus::NotServing).await;
     let server_down = health_status(app.channel(Service::Planning), "").await.ok();
+    // Known unreachable: refused at once, not after the pool's 5 s acquire
+    // timeout (the bound is generous; the point is not waiting it out).
+    let started = std::time::Instant::now();
+    let refused = app.outcomes().list_outcomes(list()).await;
+    let refused_after = started.elapsed();
 
     sqlx::raw_sql(&format!(
         r#"ALTER DATABASE "{database}" ALLOW_CONNECTIONS true"#
@@ -350,9 +362,26 @@ async fn health_is_not_serving_while_the_database_is_unreachable_and_recovers() 
         "health stayed SERVING with the database unreachable"
     );
     assert_eq!(server_down, Some(ServingStatus::NotServing));
+    let status = refused.expect_err("no database, no outcomes");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(
+        tonic_types::StatusExt::get_details_error_info(&status)
+            .expect("ErrorInfo")
+            .reason,
+        "DATABASE_UNAVAILABLE"
+    );
+    assert!(
+        refused_after < std::time::Duration::from_secs(2),
+        "UNAVAILABLE took {refused_after:?}"
+    );
     assert!(
         wait_for_health(&app, outcomes, ServingStatus::Serving).await,
         "health did not recover with the database back"
     );
+    // And calls work again without a restart.
+    app.outcomes()
+        .list_outcomes(list())
+        .await
+        .expect("calls recover with the database");
     admin.close().await;
 }
