@@ -370,6 +370,7 @@ async fn bench(settings: &Settings, url: &str) -> anyhow::Result<Outcome> {
         operator_token: None,
         limits: MessageLimits::default(),
         request_timeout: None,
+        shutdown: codeops::suite::ShutdownSettings::default(),
         service_token: codeops::config::generate_service_token(),
         identity_url: None,
         revocation_poll: Duration::from_secs(10),

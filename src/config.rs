@@ -10,7 +10,7 @@ use codeops_platform::DbOptions;
 use codeops_platform::pipeline::MessageLimits;
 use codeops_tenant::TokenSettings;
 
-use crate::suite::{Keys, Service, SuiteConfig};
+use crate::suite::{Keys, Service, ShutdownSettings, SuiteConfig};
 
 #[derive(Args, Clone, Debug)]
 pub struct DbArgs {
@@ -89,6 +89,16 @@ pub struct ServeArgs {
     /// default, only the caller's deadline.
     #[arg(long, env = "CODEOPS_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, seconds to keep serving with health NOT_SERVING
+    /// before the ports stop accepting calls, so a mesh or load balancer
+    /// takes the endpoints out first (set it to the endpoint propagation
+    /// time, e.g. 5 under Kubernetes).
+    #[arg(long, env = "CODEOPS_SHUTDOWN_DELAY_SECS", default_value_t = 0)]
+    pub shutdown_delay_secs: u64,
+    /// Then, seconds open calls (streams included) get to finish before
+    /// they are cut and the pools close.
+    #[arg(long, env = "CODEOPS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
     /// Ed25519 private key (PKCS#8 PEM, inline or a file path) identity signs with.
     #[arg(long, env = "CODEOPS_JWT_PRIVATE_KEY", hide_env_values = true)]
     pub jwt_private_key: Option<String>,
@@ -208,6 +218,10 @@ impl ServeArgs {
             },
             request_timeout: (self.request_timeout_secs > 0)
                 .then(|| Duration::from_secs(self.request_timeout_secs)),
+            shutdown: ShutdownSettings {
+                pre_stop_delay: Duration::from_secs(self.shutdown_delay_secs),
+                grace: Duration::from_secs(self.shutdown_grace_secs),
+            },
             service_token,
             identity_url: self.identity_url.clone(),
             revocation_poll: Duration::from_secs(self.revocation_poll_secs),

@@ -110,6 +110,8 @@ pub struct SuiteConfig {
     /// The longest a call may take when its caller asks for no shorter
     /// deadline; `None`: only the caller's deadline applies.
     pub request_timeout: Option<Duration>,
+    /// How a stop proceeds: the pre-stop delay, then the drain.
+    pub shutdown: ShutdownSettings,
     /// The credential CodeOps processes call identity's internal API with
     /// (the revocation feed); at least 16 characters.
     pub service_token: String,
@@ -133,6 +135,7 @@ pub struct Suite {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     dbs: Vec<Db>,
+    shutdown: ShutdownSettings,
 }
 
 impl Suite {
@@ -144,11 +147,12 @@ impl Suite {
     }
 
     /// Health flips to NOT_SERVING, in-flight calls finish (for at most
-    /// `DRAIN_TIMEOUT`: a client holding a stream open cannot keep the
+    /// the grace period: a client holding a stream open cannot keep the
     /// process alive), then pools close.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        let drain = self.shutdown.pre_stop_delay + self.shutdown.grace;
+        let deadline = tokio::time::Instant::now() + drain;
         let mut result = Ok(());
         for mut task in self.tasks {
             match tokio::time::timeout_at(deadline, &mut task).await {
@@ -156,7 +160,7 @@ impl Suite {
                 Ok(Ok(Err(e))) => result = Err(e),
                 Ok(Err(e)) => result = Err(e.into()),
                 Err(_) => {
-                    tracing::warn!(timeout = ?DRAIN_TIMEOUT, "calls still open after the drain timeout: closing them");
+                    tracing::warn!(grace = ?self.shutdown.grace, "calls still open after the grace period: closing them");
                     task.abort();
                 }
             }
@@ -181,8 +185,25 @@ impl Suite {
     }
 }
 
-/// How long shutdown waits for open calls.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How a stop proceeds (SIGTERM, SIGINT): health turns NOT_SERVING and the
+/// ports keep serving for `pre_stop_delay`, so meshes and load balancers
+/// stop sending new calls; then the ports stop accepting and open calls,
+/// streams included, get `grace` to finish before they are cut; then the
+/// pools close.
+#[derive(Clone, Copy, Debug)]
+pub struct ShutdownSettings {
+    pub pre_stop_delay: Duration,
+    pub grace: Duration,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self {
+            pre_stop_delay: Duration::ZERO,
+            grace: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Binds every listener first (a taken port fails before anything starts),
 /// then serves each service with its own pool, and the metrics of all of
@@ -218,6 +239,7 @@ pub async fn start(
         metrics: Metrics::new(),
         limits: config.limits,
         default_timeout: config.request_timeout,
+        pre_stop_delay: config.shutdown.pre_stop_delay,
     };
     let (stop, stopped) = watch::channel(false);
     let mut suite = Suite {
@@ -226,6 +248,7 @@ pub async fn start(
         stop,
         tasks: Vec::new(),
         dbs: Vec::new(),
+        shutdown: config.shutdown,
     };
     let shutdown = {
         let mut stopped = stopped.clone();

@@ -11,6 +11,7 @@ use std::time::Duration;
 use codeops_tenant::{Access, AccessTable, AuthConfig, AuthLayer, MethodAccess, TokenVerifier};
 use prost::Message;
 use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding::Gzip;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -84,6 +85,11 @@ pub struct PipelineSettings {
     /// The longest a call may take when its caller asks for no shorter
     /// deadline (`CODEOPS_REQUEST_TIMEOUT_SECS`); `None`: no default.
     pub default_timeout: Option<std::time::Duration>,
+    /// After the shutdown signal, how long the port keeps serving with
+    /// health NOT_SERVING, so load balancers and meshes take it out of
+    /// their endpoints before it stops accepting calls
+    /// (`CODEOPS_SHUTDOWN_DELAY_SECS`).
+    pub pre_stop_delay: std::time::Duration,
 }
 
 /// Serves one service on `listener` until `shutdown` resolves. Health turns
@@ -97,6 +103,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
+    // Health and reflection take and send gzip like every CodeOps service:
+    // a client channel configured for gzip uses it on every call.
+    let health = health.accept_compressed(Gzip).send_compressed(Gzip);
     set_status(&reporter, spec.grpc_services, ServingStatus::Serving).await;
     let watcher = tokio::spawn(watch_database(
         db.clone(),
@@ -118,11 +127,16 @@ pub async fn serve(
     };
     let reflection_v1 = reflection()
         .build_v1()
-        .expect("descriptor sets are generated at build time and valid");
+        .expect("descriptor sets are generated at build time and valid")
+        .accept_compressed(Gzip)
+        .send_compressed(Gzip);
     let reflection_v1alpha = reflection()
         .build_v1alpha()
-        .expect("descriptor sets are generated at build time and valid");
+        .expect("descriptor sets are generated at build time and valid")
+        .accept_compressed(Gzip)
+        .send_compressed(Gzip);
 
+    let pipeline_pre_stop_delay = pipeline.pre_stop_delay;
     let rpc_metrics = pipeline
         .metrics
         .register_rpc(spec.name, served_methods(spec.grpc_services));
@@ -148,6 +162,7 @@ pub async fn serve(
     let addr = listener.local_addr().ok();
     tracing::info!(service = spec.name, addr = ?addr, "serving");
     let grpc_services = spec.grpc_services;
+    let pre_stop_delay = pipeline_pre_stop_delay;
     let shutdown_reporter = reporter.clone();
     let result = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
@@ -161,6 +176,8 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(listener), async move {
             shutdown.await;
             set_status(&shutdown_reporter, grpc_services, ServingStatus::NotServing).await;
+            // Still serving, but reported NOT_SERVING, while endpoints update.
+            tokio::time::sleep(pre_stop_delay).await;
         })
         .await;
     watcher.abort();

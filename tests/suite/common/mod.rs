@@ -406,6 +406,7 @@ pub fn suite_config(db: &TestDb) -> SuiteConfig {
         operator_token: Some(OPERATOR_TOKEN.to_owned()),
         limits: MessageLimits::default(),
         request_timeout: None,
+        shutdown: codeops::suite::ShutdownSettings::default(),
         service_token: SERVICE_TOKEN.to_owned(),
         identity_url: None,
         revocation_poll: REVOCATION_POLL,

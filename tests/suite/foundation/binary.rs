@@ -356,3 +356,51 @@ async fn serve_refuses_an_empty_operator_token() {
     );
     assert!(lines[0].contains("CODEOPS_OPERATOR_TOKEN"), "{}", lines[0]);
 }
+
+#[tokio::test]
+async fn on_sigterm_health_turns_not_serving_while_calls_are_still_served_for_the_pre_stop_delay() {
+    let db = TestDb::empty().await;
+    let ports = free_ports();
+    let mut command = dev_command(ports);
+    command
+        .env("DATABASE_URL", &db.url)
+        .env("CODEOPS_SHUTDOWN_DELAY_SECS", "3");
+    let mut dev = Running::spawn(command);
+    wait_until_serving(&mut dev, ports).await;
+
+    dev.signal(libc::SIGTERM);
+    let identity = channel(addr(ports[0]));
+    let mut not_serving = false;
+    for _ in 0..40 {
+        if health_status(identity.clone(), "").await.ok() == Some(ServingStatus::NotServing) {
+            not_serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        not_serving,
+        "health stayed SERVING after SIGTERM\n{}",
+        dev.transcript()
+    );
+    // Reported NOT_SERVING, yet still answering: endpoints have time to update.
+    let login = AuthServiceClient::new(identity)
+        .login(LoginRequest {
+            tenant_slug: "acme".into(),
+            email: "alice@acme.test".into(),
+            password: PASSWORD.into(),
+        })
+        .await;
+    assert!(
+        login.is_ok(),
+        "a call during the pre-stop delay failed: {login:?}"
+    );
+
+    let status = dev.wait(SHUTDOWN).await.unwrap_or_else(|| {
+        panic!(
+            "codeops dev did not stop after its pre-stop delay\n{}",
+            dev.transcript()
+        )
+    });
+    assert!(status.success(), "exit {status}\n{}", dev.transcript());
+}

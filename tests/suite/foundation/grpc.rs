@@ -385,3 +385,45 @@ async fn health_is_not_serving_while_the_database_is_unreachable_and_recovers() 
         .expect("calls recover with the database");
     admin.close().await;
 }
+
+#[tokio::test]
+async fn health_and_reflection_accept_gzip_requests() {
+    use tonic::codec::CompressionEncoding::Gzip;
+    let app = TestApp::spawn().await;
+    for service in Service::ALL {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel(service))
+            .send_compressed(Gzip)
+            .accept_compressed(Gzip);
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("{service:?}: gzip health check: {s:?}"))
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+
+        use tonic_reflection::pb::v1 as pb;
+        let mut reflection =
+            pb::server_reflection_client::ServerReflectionClient::new(app.channel(service))
+                .send_compressed(Gzip)
+                .accept_compressed(Gzip);
+        let request = pb::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(pb::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        };
+        let mut answers = reflection
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap_or_else(|s| panic!("{service:?}: gzip reflection: {s:?}"))
+            .into_inner();
+        assert!(
+            answers.message().await.expect("an answer").is_some(),
+            "{service:?}: reflection answered"
+        );
+    }
+    app.shutdown().await;
+}

@@ -324,6 +324,7 @@ impl SplitSuite {
         let config = |keys: Keys, identity_url: Option<String>| SuiteConfig {
             limits: codeops_platform::pipeline::MessageLimits::default(),
             request_timeout: None,
+            shutdown: codeops::suite::ShutdownSettings::default(),
             db: DbOptions::new(db.url.clone()),
             keys,
             token: TokenSettings::default(),
@@ -437,6 +438,7 @@ async fn planning_alone_without_identity_url_refuses_to_start() {
     let config = SuiteConfig {
         limits: codeops_platform::pipeline::MessageLimits::default(),
         request_timeout: None,
+        shutdown: codeops::suite::ShutdownSettings::default(),
         db: DbOptions::new(db.url.clone()),
         keys: Keys {
             signing: None,
