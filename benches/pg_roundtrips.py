@@ -45,10 +45,12 @@ def describe(buf: bytearray, started: bool, statements: dict):
             break
         body = bytes(buf[5 : 1 + length])
         if kind == "Q":
-            names.append("Q(" + body.rstrip(b"\0").decode(errors="replace") + ")")
+            text = " ".join(body.rstrip(b"\0").decode(errors="replace").split())
+            names.append("Q(" + text + ")")
         elif kind == "P":  # Parse: statement name, then the SQL text
             name, sql = body.split(b"\0")[:2]
-            statements[name] = sql.decode(errors="replace")
+            # One line per trip: multi-line SQL is folded to one line.
+            statements[name] = " ".join(sql.decode(errors="replace").split())
             names.append("P(" + statements[name] + ")")
         elif kind == "B":  # Bind: portal name, then the statement's name
             name = body.split(b"\0")[1]
