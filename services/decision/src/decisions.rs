@@ -95,7 +95,7 @@ const BY_PRIORITY: Ordering = Ordering {
 
 /// A sort key time as PostgreSQL text (exact to the microsecond), or
 /// `unset` ('infinity', '-infinity').
-fn time_text(time: Option<DateTime<Utc>>, unset: &str) -> String {
+pub(crate) fn time_text(time: Option<DateTime<Utc>>, unset: &str) -> String {
     time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
         .unwrap_or_else(|| unset.to_owned())
 }

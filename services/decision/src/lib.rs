@@ -5,6 +5,7 @@
 //! internal gRPC API, and its background SLA sweeper escalates overdue
 //! decisions in every tenant.
 
+mod comments;
 mod decisions;
 mod documents;
 pub mod identity;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use codeops_platform::server::ServiceSpec;
 use codeops_platform::{Db, Metrics};
+use codeops_proto::decision::comment_service_server::CommentServiceServer;
 use codeops_proto::decision::decision_service_server::DecisionServiceServer;
 use codeops_tenant::{Access, MethodAccess, Permission};
 use tonic::codec::CompressionEncoding;
@@ -90,9 +92,28 @@ pub const ACCESS: &[MethodAccess] = &[
         "/codeops.decision.v1.DecisionService/EscalateDecision",
         Permission::DecisionEscalate,
     ),
+    require(
+        "/codeops.decision.v1.CommentService/AddComment",
+        Permission::CommentWrite,
+    ),
+    require(
+        "/codeops.decision.v1.CommentService/ListComments",
+        Permission::DecisionRead,
+    ),
+    require(
+        "/codeops.decision.v1.CommentService/UpdateComment",
+        Permission::CommentWrite,
+    ),
+    require(
+        "/codeops.decision.v1.CommentService/DeleteComment",
+        Permission::CommentWrite,
+    ),
 ];
 
-pub const GRPC_SERVICES: &[&str] = &["codeops.decision.v1.DecisionService"];
+pub const GRPC_SERVICES: &[&str] = &[
+    "codeops.decision.v1.DecisionService",
+    "codeops.decision.v1.CommentService",
+];
 
 /// What the decision service needs besides its database.
 #[derive(Clone)]
@@ -106,14 +127,19 @@ pub struct DecisionConfig {
 }
 
 pub fn spec(db: Db, config: &DecisionConfig) -> ServiceSpec {
-    let decisions =
-        DecisionServiceServer::new(decisions::Decisions::new(db, config.identity.clone()))
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip);
+    let decisions = DecisionServiceServer::new(decisions::Decisions::new(
+        db.clone(),
+        config.identity.clone(),
+    ))
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip);
+    let comments = CommentServiceServer::new(comments::Comments::new(db))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
     ServiceSpec {
         name: "decision",
         grpc_services: GRPC_SERVICES,
-        routes: Routes::new(decisions),
+        routes: Routes::new(decisions).add_service(comments),
         access: ACCESS,
     }
 }

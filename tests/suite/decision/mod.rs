@@ -3,6 +3,7 @@
 //! identity, escalation on demand and by the SLA sweeper, lists, and tenant
 //! isolation.
 
+mod comments;
 mod cross_tenant;
 mod decisions;
 mod lifecycle;
