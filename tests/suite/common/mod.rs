@@ -29,6 +29,7 @@ use codeops_platform::pipeline::MessageLimits;
 use codeops_platform::{Db, DbOptions, ServiceRole};
 use codeops_proto::decision::comment_service_client::CommentServiceClient;
 use codeops_proto::decision::decision_service_client::DecisionServiceClient;
+use codeops_proto::decision::stakeholder_service_client::StakeholderServiceClient;
 use codeops_proto::identity::audit_service_client::AuditServiceClient;
 use codeops_proto::identity::auth_service_client::AuthServiceClient;
 use codeops_proto::identity::role_service_client::RoleServiceClient;
@@ -526,6 +527,10 @@ impl TestApp {
 
     pub fn comments(&self) -> CommentServiceClient<Channel> {
         CommentServiceClient::new(self.decision.clone())
+    }
+
+    pub fn stakeholders(&self) -> StakeholderServiceClient<Channel> {
+        StakeholderServiceClient::new(self.decision.clone())
     }
 
     pub fn health(&self, service: Service) -> HealthClient<Channel> {

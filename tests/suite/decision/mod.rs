@@ -7,6 +7,7 @@ mod comments;
 mod cross_tenant;
 mod decisions;
 mod lifecycle;
+mod stakeholders;
 mod sweeper;
 
 use codeops_platform::{Db, DbOptions, Metrics, ServiceRole};
