@@ -152,6 +152,20 @@ pub(crate) async fn recount(
     if users.is_empty() {
         return Ok(());
     }
+    // Serialise recounts per user first (in id order, so concurrent ones
+    // never deadlock), then recount in a statement of its own: its
+    // snapshot starts once the lock is held, so it sees every decision
+    // move committed by whoever held it before, and a stale recount never
+    // overwrites a newer one. A transaction-scoped advisory lock rather
+    // than the stakeholder rows' locks: it also covers a stakeholder being
+    // created for the user while a decision moves.
+    sqlx::query_scalar!(
+        "SELECT count(*) AS \"locked!\" FROM (SELECT pg_advisory_xact_lock(hashtextextended('stakeholder:' || u.id::text, 0)) \
+         FROM unnest($1::uuid[]) AS u(id)) l",
+        &users,
+    )
+    .fetch_one(&mut **tx)
+    .await?;
     sqlx::query!(
         "UPDATE core.stakeholders s SET \
              decisions_pending = c.pending, \

@@ -667,3 +667,63 @@ async fn counters_equal_a_recount_as_decisions_move() {
     assert_eq!(alice.decisions_completed, 3);
     d.app.shutdown().await;
 }
+
+#[tokio::test]
+async fn concurrent_moves_on_one_stakeholder_keep_the_counters_true() {
+    let d = Decisions::spawn().await;
+    d.create_stakeholder(internal(&CAROL.to_string(), "carol@acme.test"))
+        .await
+        .expect("carol");
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(d.create(decision(&format!("race {i}"))).await.id);
+    }
+    // Every decision assigned to carol at once, then half of them resolved
+    // at once while the others are handed to dan.
+    let assign = |id: String, to: Uuid| {
+        let mut c = d.app.decisions();
+        let token = d.alice.clone();
+        tokio::spawn(async move {
+            c.assign_decision(bearer(
+                AssignDecisionRequest {
+                    id,
+                    etag: String::new(),
+                    assigned_to_id: to.to_string(),
+                },
+                &token,
+            ))
+            .await
+            .expect("assign");
+        })
+    };
+    let resolve = |id: String| {
+        let mut c = d.app.decisions();
+        let token = d.alice.clone();
+        tokio::spawn(async move {
+            c.resolve_decision(bearer(
+                ResolveDecisionRequest {
+                    id,
+                    selected_option_id: "opt-b".into(),
+                    rationale: "race".into(),
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+            .expect("resolve");
+        })
+    };
+    let tasks: Vec<_> = ids.iter().map(|id| assign(id.clone(), CAROL)).collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    assert_counters_match_a_recount(&d.pool).await;
+    let (first, second) = ids.split_at(4);
+    let mut tasks: Vec<_> = first.iter().map(|id| resolve(id.clone())).collect();
+    tasks.extend(second.iter().map(|id| assign(id.clone(), DAN)));
+    for task in tasks {
+        task.await.expect("task");
+    }
+    assert_counters_match_a_recount(&d.pool).await;
+    d.app.shutdown().await;
+}
