@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "codeops/planning/v1/planning.proto",
         "codeops/planning/v1/hypothesis.proto",
         "codeops/decision/v1/decision.proto",
+        "codeops/decision/v1/comment.proto",
+        "codeops/decision/v1/stakeholder.proto",
         "google/rpc/error_details.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();

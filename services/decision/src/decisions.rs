@@ -30,6 +30,7 @@ use crate::documents::{
 };
 use crate::identity::{IdentityClient, identity_unavailable};
 use crate::lifecycle::{DECISION_LIFECYCLE, DecisionMove, illegal_move, is_open, status_db};
+use crate::stakeholders::recount_moved;
 use crate::write_error;
 
 /// Largest sla_hours: one year.
@@ -95,7 +96,7 @@ const BY_PRIORITY: Ordering = Ordering {
 
 /// A sort key time as PostgreSQL text (exact to the microsecond), or
 /// `unset` ('infinity', '-infinity').
-fn time_text(time: Option<DateTime<Utc>>, unset: &str) -> String {
+pub(crate) fn time_text(time: Option<DateTime<Utc>>, unset: &str) -> String {
     time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
         .unwrap_or_else(|| unset.to_owned())
 }
@@ -430,6 +431,7 @@ impl Decisions {
             return Err(ApiError::concurrent_update().into());
         }
         let after = get(&mut tx, id).await?;
+        recount_moved(&mut tx, &before, &after).await?;
         let action = if mv.mv == DecisionMove::Resolve {
             AuditAction::DecisionResolved
         } else {
@@ -879,6 +881,7 @@ impl DecisionService for Decisions {
             return Err(ApiError::concurrent_update().into());
         }
         let after = get(&mut tx, id).await?;
+        recount_moved(&mut tx, &before, &after).await?;
         tx.commit(
             AuditEntry::new(AuditAction::DecisionAssigned, "decision", id)
                 .title(&after.title)
@@ -1025,6 +1028,7 @@ impl DecisionService for Decisions {
             return Err(ApiError::concurrent_update().into());
         }
         let after = get(&mut tx, id).await?;
+        recount_moved(&mut tx, &before, &after).await?;
         tx.commit(
             AuditEntry::new(AuditAction::DecisionEscalated, "decision", id)
                 .title(&after.title)

@@ -5,17 +5,21 @@
 //! internal gRPC API, and its background SLA sweeper escalates overdue
 //! decisions in every tenant.
 
+mod comments;
 mod decisions;
 mod documents;
 pub mod identity;
 pub mod lifecycle;
+mod stakeholders;
 pub mod sweeper;
 
 use std::time::Duration;
 
 use codeops_platform::server::ServiceSpec;
 use codeops_platform::{Db, Metrics};
+use codeops_proto::decision::comment_service_server::CommentServiceServer;
 use codeops_proto::decision::decision_service_server::DecisionServiceServer;
+use codeops_proto::decision::stakeholder_service_server::StakeholderServiceServer;
 use codeops_tenant::{Access, MethodAccess, Permission};
 use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
@@ -90,9 +94,49 @@ pub const ACCESS: &[MethodAccess] = &[
         "/codeops.decision.v1.DecisionService/EscalateDecision",
         Permission::DecisionEscalate,
     ),
+    require(
+        "/codeops.decision.v1.CommentService/AddComment",
+        Permission::CommentWrite,
+    ),
+    require(
+        "/codeops.decision.v1.CommentService/ListComments",
+        Permission::DecisionRead,
+    ),
+    require(
+        "/codeops.decision.v1.CommentService/UpdateComment",
+        Permission::CommentWrite,
+    ),
+    require(
+        "/codeops.decision.v1.CommentService/DeleteComment",
+        Permission::CommentWrite,
+    ),
+    require(
+        "/codeops.decision.v1.StakeholderService/CreateStakeholder",
+        Permission::StakeholderManage,
+    ),
+    require(
+        "/codeops.decision.v1.StakeholderService/GetStakeholder",
+        Permission::StakeholderRead,
+    ),
+    require(
+        "/codeops.decision.v1.StakeholderService/ListStakeholders",
+        Permission::StakeholderRead,
+    ),
+    require(
+        "/codeops.decision.v1.StakeholderService/UpdateStakeholder",
+        Permission::StakeholderManage,
+    ),
+    require(
+        "/codeops.decision.v1.StakeholderService/DeactivateStakeholder",
+        Permission::StakeholderManage,
+    ),
 ];
 
-pub const GRPC_SERVICES: &[&str] = &["codeops.decision.v1.DecisionService"];
+pub const GRPC_SERVICES: &[&str] = &[
+    "codeops.decision.v1.DecisionService",
+    "codeops.decision.v1.CommentService",
+    "codeops.decision.v1.StakeholderService",
+];
 
 /// What the decision service needs besides its database.
 #[derive(Clone)]
@@ -106,14 +150,24 @@ pub struct DecisionConfig {
 }
 
 pub fn spec(db: Db, config: &DecisionConfig) -> ServiceSpec {
-    let decisions =
-        DecisionServiceServer::new(decisions::Decisions::new(db, config.identity.clone()))
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip);
+    let decisions = DecisionServiceServer::new(decisions::Decisions::new(
+        db.clone(),
+        config.identity.clone(),
+    ))
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip);
+    let stakeholders = StakeholderServiceServer::new(stakeholders::Stakeholders::new(db.clone()))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+    let comments = CommentServiceServer::new(comments::Comments::new(db))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
     ServiceSpec {
         name: "decision",
         grpc_services: GRPC_SERVICES,
-        routes: Routes::new(decisions),
+        routes: Routes::new(decisions)
+            .add_service(comments)
+            .add_service(stakeholders),
         access: ACCESS,
     }
 }

@@ -190,6 +190,7 @@ impl Sweeper {
                     return Ok(Outcome::Skipped);
                 }
                 let after = get(&mut tx, id).await?;
+                crate::stakeholders::recount_moved(&mut tx, &before, &after).await?;
                 tx.commit(
                     AuditEntry::new(AuditAction::DecisionEscalated, "decision", id)
                         .title(&after.title)

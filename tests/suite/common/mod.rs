@@ -27,7 +27,9 @@ use codeops::suite::{Keys, Service, Suite, SuiteConfig};
 use codeops_pgcluster::Cluster;
 use codeops_platform::pipeline::MessageLimits;
 use codeops_platform::{Db, DbOptions, ServiceRole};
+use codeops_proto::decision::comment_service_client::CommentServiceClient;
 use codeops_proto::decision::decision_service_client::DecisionServiceClient;
+use codeops_proto::decision::stakeholder_service_client::StakeholderServiceClient;
 use codeops_proto::identity::audit_service_client::AuditServiceClient;
 use codeops_proto::identity::auth_service_client::AuthServiceClient;
 use codeops_proto::identity::role_service_client::RoleServiceClient;
@@ -522,6 +524,14 @@ impl TestApp {
 
     pub fn decisions(&self) -> DecisionServiceClient<Channel> {
         DecisionServiceClient::new(self.decision.clone())
+    }
+
+    pub fn comments(&self) -> CommentServiceClient<Channel> {
+        CommentServiceClient::new(self.decision.clone())
+    }
+
+    pub fn stakeholders(&self) -> StakeholderServiceClient<Channel> {
+        StakeholderServiceClient::new(self.decision.clone())
     }
 
     pub fn health(&self, service: Service) -> HealthClient<Channel> {

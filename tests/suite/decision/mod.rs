@@ -3,9 +3,11 @@
 //! identity, escalation on demand and by the SLA sweeper, lists, and tenant
 //! isolation.
 
+mod comments;
 mod cross_tenant;
 mod decisions;
 mod lifecycle;
+mod stakeholders;
 mod sweeper;
 
 use codeops_platform::{Db, DbOptions, Metrics, ServiceRole};
