@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use codeops::suite::{Keys, Service, SuiteConfig};
-use codeops_platform::DbOptions;
 use codeops_proto::decision::ListDecisionsRequest;
 use codeops_proto::decision::decision_service_client::DecisionServiceClient;
 use codeops_proto::identity::internal_service_client::InternalServiceClient;
@@ -23,7 +22,7 @@ use codeops_proto::identity::{
 };
 use codeops_proto::planning::ListOutcomesRequest;
 use codeops_proto::planning::outcome_service_client::OutcomeServiceClient;
-use codeops_tenant::{KeyPair, TokenSettings};
+use codeops_tenant::KeyPair;
 use prost_types::value::Kind;
 use serde_json::json;
 use tonic::transport::Channel;
@@ -32,8 +31,8 @@ use tonic_types::StatusExt;
 use uuid::Uuid;
 
 use crate::common::{
-    OPERATOR_TOKEN, PASSWORD, REVOCATION_POLL, SERVICE_TOKEN, TestApp, TestDb, bearer, channel,
-    free_port, ids, operator,
+    OPERATOR_TOKEN, PASSWORD, SERVICE_TOKEN, TestApp, TestDb, bearer, channel, free_port, ids,
+    operator, suite_config,
 };
 use crate::identity::jwt::{Ed25519, sign_eddsa, unix_now};
 use crate::identity::support::*;
@@ -322,20 +321,10 @@ impl SplitSuite {
         let db = TestDb::seeded().await;
         let pair = KeyPair::generate().expect("key pair");
         let config = |keys: Keys, identity_url: Option<String>| SuiteConfig {
-            limits: codeops_platform::pipeline::MessageLimits::default(),
-            request_timeout: None,
-            shutdown: codeops::suite::ShutdownSettings::default(),
-            db: DbOptions::new(db.url.clone()),
             keys,
-            token: TokenSettings::default(),
-            refresh_ttl: Duration::from_secs(3600),
-            bcrypt_cost: 4,
-            bcrypt_threads: 0,
-            operator_token: Some(OPERATOR_TOKEN.to_owned()),
-            service_token: SERVICE_TOKEN.to_owned(),
             identity_url,
-            revocation_poll: REVOCATION_POLL,
-            sla_sweep_interval: Duration::ZERO,
+            refresh_ttl: Duration::from_secs(3600),
+            ..suite_config(&db)
         };
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
         let identity = codeops::suite::start(
@@ -436,23 +425,13 @@ async fn planning_alone_without_identity_url_refuses_to_start() {
     let db = TestDb::seeded().await;
     let pair = KeyPair::generate().expect("key pair");
     let config = SuiteConfig {
-        limits: codeops_platform::pipeline::MessageLimits::default(),
-        request_timeout: None,
-        shutdown: codeops::suite::ShutdownSettings::default(),
-        db: DbOptions::new(db.url.clone()),
         keys: Keys {
             signing: None,
             public: pair.public_key(),
         },
-        token: TokenSettings::default(),
         refresh_ttl: Duration::from_secs(3600),
-        bcrypt_cost: 4,
-        bcrypt_threads: 0,
         operator_token: None,
-        service_token: SERVICE_TOKEN.to_owned(),
-        identity_url: None,
-        revocation_poll: REVOCATION_POLL,
-        sla_sweep_interval: Duration::ZERO,
+        ..suite_config(&db)
     };
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
     let error =
