@@ -37,7 +37,7 @@ const ACCOUNT_CEILING: usize = 100;
 const PAIR_FREE_FAILURES: usize = 5;
 
 /// Timed samples per kind of failure, after `WARMUP` untimed ones.
-const SAMPLES: usize = 15;
+const SAMPLES: usize = 25;
 const WARMUP: usize = 2;
 /// Medians may differ by this factor at most (the 20 %).
 const MAX_MEDIAN_RATIO: f64 = 1.20;
