@@ -269,6 +269,8 @@ pub async fn start(
         metrics: pipeline.metrics.clone(),
         sla_sweep_interval: (!config.sla_sweep_interval.is_zero())
             .then_some(config.sla_sweep_interval),
+        watch_buffer: codeops_decision::watch::DEFAULT_BUFFER,
+        stopping: stopped.clone(),
     };
     for (service, listener) in listeners {
         let db = Db::connect(&config.db, service.role()).await?;

@@ -26,6 +26,7 @@ use uuid::Uuid;
 use crate::decisions::{self, DecisionRow, time_text};
 use crate::documents::options_from_json;
 use crate::lifecycle::{DECISION_LIFECYCLE, status_db};
+use crate::watch::{EventKind, notify};
 use crate::write_error;
 
 pub struct Comments {
@@ -241,6 +242,13 @@ impl CommentService for Comments {
                 return Err(ApiError::concurrent_update().into());
             }
             let after = decisions::get(&mut tx, decision_id).await?;
+            notify(
+                &mut tx,
+                decision_id,
+                EventKind::StatusChanged,
+                &after.status,
+            )
+            .await?;
             tx.audit(
                 AuditEntry::new(AuditAction::StatusChange, "decision", decision_id)
                     .title(&after.title)
@@ -253,6 +261,12 @@ impl CommentService for Comments {
             .await?;
         }
         let comment = get(&mut tx, id).await?;
+        let status = if first && before.status() == DecisionStatus::NeedsInput {
+            status_db(DecisionStatus::UnderDiscussion)
+        } else {
+            before.status.as_str()
+        };
+        notify(&mut tx, decision_id, EventKind::Commented, status).await?;
         tx.commit(
             AuditEntry::new(AuditAction::DecisionCommented, "decision", decision_id)
                 .title(&before.title)

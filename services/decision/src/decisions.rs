@@ -13,11 +13,12 @@ use codeops_platform::{
 };
 use codeops_proto::decision::decision_service_server::DecisionService;
 use codeops_proto::decision::{
-    AssignDecisionRequest, CancelDecisionRequest, CreateDecisionRequest, Decision, DecisionOrderBy,
-    DecisionPriority, DecisionStatus, DecisionType, DeferDecisionRequest, DiscussDecisionRequest,
-    EscalateDecisionRequest, GetDecisionRequest, ListDecisionsRequest, ListDecisionsResponse,
-    MarkDecisionImplementedRequest, ReopenDecisionRequest, RequestDecisionInputRequest,
-    ResolveDecisionRequest, UpdateDecisionRequest,
+    AssignDecisionRequest, CancelDecisionRequest, CreateDecisionRequest, Decision,
+    DecisionEventType, DecisionOrderBy, DecisionPriority, DecisionStatus, DecisionType,
+    DeferDecisionRequest, DiscussDecisionRequest, EscalateDecisionRequest, GetDecisionRequest,
+    ListDecisionsRequest, ListDecisionsResponse, MarkDecisionImplementedRequest,
+    ReopenDecisionRequest, RequestDecisionInputRequest, ResolveDecisionRequest,
+    UpdateDecisionRequest, WatchDecisionsRequest,
 };
 use codeops_tenant::RequestExt;
 use serde_json::json;
@@ -31,6 +32,7 @@ use crate::documents::{
 use crate::identity::{IdentityClient, identity_unavailable};
 use crate::lifecycle::{DECISION_LIFECYCLE, DecisionMove, illegal_move, is_open, status_db};
 use crate::stakeholders::recount_moved;
+use crate::watch::{EventKind, Filter, MAX_WATCHED_IDS, WatchHub, WatchStream, notify};
 use crate::write_error;
 
 /// Largest sla_hours: one year.
@@ -39,11 +41,12 @@ pub const MAX_SLA_HOURS: i32 = 8760;
 pub struct Decisions {
     db: Db,
     identity: IdentityClient,
+    hub: WatchHub,
 }
 
 impl Decisions {
-    pub fn new(db: Db, identity: IdentityClient) -> Self {
-        Self { db, identity }
+    pub fn new(db: Db, identity: IdentityClient, hub: WatchHub) -> Self {
+        Self { db, identity, hub }
     }
 }
 
@@ -432,11 +435,12 @@ impl Decisions {
         }
         let after = get(&mut tx, id).await?;
         recount_moved(&mut tx, &before, &after).await?;
-        let action = if mv.mv == DecisionMove::Resolve {
-            AuditAction::DecisionResolved
+        let (action, event) = if mv.mv == DecisionMove::Resolve {
+            (AuditAction::DecisionResolved, EventKind::Resolved)
         } else {
-            AuditAction::StatusChange
+            (AuditAction::StatusChange, EventKind::StatusChanged)
         };
+        notify(&mut tx, id, event, &after.status).await?;
         let mut description = format!("{} -> {}", before.status, after.status);
         if let Some(reason) = &mv.reason {
             description.push_str(": ");
@@ -522,6 +526,7 @@ impl DecisionService for Decisions {
         .await
         .map_err(write_error("decision"))?;
         let created = get(&mut tx, id).await?;
+        notify(&mut tx, id, EventKind::Created, &created.status).await?;
         tx.commit(
             AuditEntry::new(AuditAction::Create, "decision", id)
                 .title(&created.title)
@@ -834,6 +839,7 @@ impl DecisionService for Decisions {
             return Err(ApiError::concurrent_update().into());
         }
         let after = get(&mut tx, id).await?;
+        notify(&mut tx, id, EventKind::Updated, &after.status).await?;
         tx.commit(
             AuditEntry::new(AuditAction::Update, "decision", id)
                 .title(&after.title)
@@ -882,6 +888,7 @@ impl DecisionService for Decisions {
         }
         let after = get(&mut tx, id).await?;
         recount_moved(&mut tx, &before, &after).await?;
+        notify(&mut tx, id, EventKind::Assigned, &after.status).await?;
         tx.commit(
             AuditEntry::new(AuditAction::DecisionAssigned, "decision", id)
                 .title(&after.title)
@@ -1029,6 +1036,7 @@ impl DecisionService for Decisions {
         }
         let after = get(&mut tx, id).await?;
         recount_moved(&mut tx, &before, &after).await?;
+        notify(&mut tx, id, EventKind::Escalated, &after.status).await?;
         tx.commit(
             AuditEntry::new(AuditAction::DecisionEscalated, "decision", id)
                 .title(&after.title)
@@ -1037,5 +1045,46 @@ impl DecisionService for Decisions {
         )
         .await?;
         Ok(Response::new(after.into_proto()))
+    }
+
+    type WatchDecisionsStream = WatchStream;
+
+    async fn watch_decisions(
+        &self,
+        request: Request<WatchDecisionsRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let ctx = request.tenant()?;
+        let req = request.get_ref();
+        let mut v = Violations::new();
+        if req.decision_ids.len() > MAX_WATCHED_IDS {
+            v.add(
+                "decision_ids",
+                format!("at most {MAX_WATCHED_IDS} decision ids"),
+            );
+        }
+        let mut decision_ids = Vec::new();
+        for (i, id) in req.decision_ids.iter().enumerate() {
+            let id = v.uuid(&format!("decision_ids[{i}]"), id).to_string();
+            if !decision_ids.contains(&id) {
+                decision_ids.push(id);
+            }
+        }
+        let event_types: Vec<i32> = v
+            .enum_set::<DecisionEventType>("event_types", &req.event_types)
+            .into_iter()
+            .map(|t| t as i32)
+            .collect();
+        v.finish()?;
+        let stream = self
+            .hub
+            .subscribe(
+                ctx.tenant_id,
+                Filter {
+                    decision_ids,
+                    event_types,
+                },
+            )
+            .await?;
+        Ok(Response::new(stream))
     }
 }

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod lifecycle;
 mod stakeholders;
 pub mod sweeper;
+pub mod watch;
 
 use std::time::Duration;
 
@@ -95,6 +96,10 @@ pub const ACCESS: &[MethodAccess] = &[
         Permission::DecisionEscalate,
     ),
     require(
+        "/codeops.decision.v1.DecisionService/WatchDecisions",
+        Permission::DecisionRead,
+    ),
+    require(
         "/codeops.decision.v1.CommentService/AddComment",
         Permission::CommentWrite,
     ),
@@ -147,12 +152,20 @@ pub struct DecisionConfig {
     pub metrics: Metrics,
     /// How often the SLA sweeper runs; `None`: not in this process.
     pub sla_sweep_interval: Option<Duration>,
+    /// Events WatchDecisions buffers per subscriber before cutting it off
+    /// ([`watch::DEFAULT_BUFFER`]).
+    pub watch_buffer: usize,
+    /// Turns true when the process stops: WatchDecisions streams end and
+    /// the listener gives its connection back.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn spec(db: Db, config: &DecisionConfig) -> ServiceSpec {
+    let hub = watch::WatchHub::new(db.clone(), config.watch_buffer, config.stopping.clone());
     let decisions = DecisionServiceServer::new(decisions::Decisions::new(
         db.clone(),
         config.identity.clone(),
+        hub,
     ))
     .accept_compressed(CompressionEncoding::Gzip)
     .send_compressed(CompressionEncoding::Gzip);

@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::decisions::{DecisionRow, escalate, get};
 use crate::identity::IdentityClient;
+use crate::watch::{EventKind, notify};
 
 /// Overdue decisions read per batch.
 const BATCH: i32 = 500;
@@ -191,6 +192,7 @@ impl Sweeper {
                 }
                 let after = get(&mut tx, id).await?;
                 crate::stakeholders::recount_moved(&mut tx, &before, &after).await?;
+                notify(&mut tx, id, EventKind::Escalated, &after.status).await?;
                 tx.commit(
                     AuditEntry::new(AuditAction::DecisionEscalated, "decision", id)
                         .title(&after.title)
@@ -217,6 +219,7 @@ impl Sweeper {
                 .await
                 .map_err(ApiError::from)?;
                 let after = get(&mut tx, id).await?;
+                notify(&mut tx, id, EventKind::Updated, &after.status).await?;
                 tx.commit(
                     AuditEntry::new(AuditAction::Update, "decision", id)
                         .title(&after.title)

@@ -267,6 +267,16 @@ impl Db {
         )
     }
 
+    /// A `LISTEN` on `channel` over a connection of the pool (so with the
+    /// service's role; listening needs no table access), held until the
+    /// listener is dropped. The decision service's one per process feeds
+    /// WatchDecisions.
+    pub async fn listen(&self, channel: &str) -> ApiResult<sqlx::postgres::PgListener> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(channel).await?;
+        Ok(listener)
+    }
+
     /// What the health watcher last learned: while false, transactions are
     /// refused at once with UNAVAILABLE.
     pub fn set_reachable(&self, reachable: bool) {

@@ -9,6 +9,7 @@ mod decisions;
 mod lifecycle;
 mod stakeholders;
 mod sweeper;
+mod watch;
 
 use codeops_platform::{Db, DbOptions, Metrics, ServiceRole};
 use codeops_proto::decision::{
