@@ -164,10 +164,6 @@ impl Actor {
         self.tenant_id
     }
 
-    pub fn user_id(&self) -> Option<Uuid> {
-        self.user_id
-    }
-
     /// When the request this actor acts in stops being waited for.
     pub fn deadline(&self) -> Option<std::time::Instant> {
         self.meta.deadline

@@ -373,10 +373,6 @@ pub struct WriteTx {
 }
 
 impl WriteTx {
-    pub fn actor(&self) -> &Actor {
-        &self.actor
-    }
-
     /// Names the user a login or refresh transaction ([`Actor::login`])
     /// authenticated, so its audit rows say who it was.
     pub fn authenticated(&mut self, user_id: Uuid, name: String, email: String) {
