@@ -283,8 +283,15 @@ impl Db {
         self.reachable.store(reachable, Ordering::Relaxed);
     }
 
-    pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    /// One health probe: `Some(true)` answered, `Some(false)` failed,
+    /// `None` no verdict (every pooled connection busy: the database is
+    /// slow or the service loaded, not known to be down).
+    pub async fn ping(&self) -> Option<bool> {
+        match sqlx::query("SELECT 1").execute(&self.pool).await {
+            Ok(_) => Some(true),
+            Err(sqlx::Error::PoolTimedOut) => None,
+            Err(_) => Some(false),
+        }
     }
 
     pub async fn close(&self) {

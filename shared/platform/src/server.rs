@@ -23,6 +23,13 @@ use crate::pipeline::{MessageLimits, PipelineLayer};
 
 /// How often health re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// How long one health ping may take before it counts as slow.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Slow pings in a row before the database counts as unreachable. A ping
+/// that fails (refused, reset, authentication) decides at once; one that
+/// is merely slow may be waiting behind a busy pool on a loaded host, and
+/// declaring the database down then would refuse every call for nothing.
+const SLOW_PINGS_TO_FAIL: u32 = 3;
 
 // HTTP/2 limits of every port. A client that opens more streams than
 // `MAX_CONCURRENT_STREAMS` on one connection has the extra ones refused
@@ -244,11 +251,22 @@ async fn set_status(reporter: &HealthReporter, services: &[&str], status: Servin
 /// NOT_SERVING while the database does not answer.
 async fn watch_database(db: Db, reporter: HealthReporter, services: &'static [&'static str]) {
     let mut healthy = true;
+    let mut slow = 0;
     loop {
         tokio::time::sleep(HEALTH_INTERVAL).await;
-        let ok = tokio::time::timeout(Duration::from_secs(2), db.ping())
-            .await
-            .unwrap_or(false);
+        let ok = match tokio::time::timeout(PING_TIMEOUT, db.ping()).await {
+            Ok(Some(answered)) => {
+                slow = 0;
+                answered
+            }
+            Ok(None) | Err(_) => {
+                slow += 1;
+                if slow < SLOW_PINGS_TO_FAIL {
+                    continue;
+                }
+                false
+            }
+        };
         if ok != healthy {
             healthy = ok;
             db.set_reachable(ok);
