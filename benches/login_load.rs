@@ -413,6 +413,7 @@ async fn run_phases(
                         ..User::default()
                     }),
                     password: BENCH_PASSWORD.to_owned(),
+                    ..Default::default()
                 },
                 &alice_token,
             ))

@@ -28,6 +28,7 @@ fn add(decision_id: &str, content: &str, parent_id: &str, option_id: &str) -> Ad
         content: content.into(),
         parent_id: parent_id.into(),
         option_id: option_id.into(),
+        ..Default::default()
     }
 }
 
@@ -533,6 +534,7 @@ async fn another_tenants_decisions_and_comments_answer_like_unknown_ones() {
         .create_decision(bearer(
             codeops_proto::decision::CreateDecisionRequest {
                 decision: Some(decision("globex")),
+                ..Default::default()
             },
             &erin,
         ))

@@ -67,6 +67,7 @@ async fn create_takes_the_tenant_sla_default_for_each_priority() {
                     priority: DecisionPriority::Low as i32,
                     ..decision("globex default")
                 }),
+                ..Default::default()
             },
             &erin,
         ))
@@ -178,6 +179,7 @@ async fn bad_decisions_are_refused_and_change_nothing() {
             .create_decision(bearer(
                 CreateDecisionRequest {
                     decision: Some(bad),
+                    ..Default::default()
                 },
                 &d.alice,
             ))
@@ -308,6 +310,7 @@ async fn a_viewer_can_neither_create_nor_resolve() {
         .create_decision(bearer(
             CreateDecisionRequest {
                 decision: Some(decision("viewer")),
+                ..Default::default()
             },
             &dan,
         ))

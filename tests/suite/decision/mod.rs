@@ -60,6 +60,7 @@ impl Decisions {
             .create_decision(bearer(
                 CreateDecisionRequest {
                     decision: Some(decision),
+                    ..Default::default()
                 },
                 &self.alice,
             ))

@@ -53,6 +53,7 @@ impl Decisions {
             .create_stakeholder(bearer(
                 CreateStakeholderRequest {
                     stakeholder: Some(s),
+                    ..Default::default()
                 },
                 &self.alice,
             ))
@@ -140,6 +141,7 @@ async fn stakeholders_are_created_read_updated_and_deactivated() {
                     active: false,
                     ..Default::default()
                 }),
+                ..Default::default()
             },
             &d.alice,
             &request_id,
@@ -317,6 +319,7 @@ async fn emails_are_unique_per_tenant_and_internal_ones_link_a_user_of_the_tenan
         .create_stakeholder(bearer(
             CreateStakeholderRequest {
                 stakeholder: Some(external("Ann at globex", "ann@partner.test")),
+                ..Default::default()
             },
             &erin,
         ))
@@ -508,6 +511,7 @@ async fn stakeholders_need_their_permissions_and_stay_in_their_tenant() {
         s.create_stakeholder(bearer(
             CreateStakeholderRequest {
                 stakeholder: Some(external("x", "x@x.test")),
+                ..Default::default()
             },
             &reader,
         ))

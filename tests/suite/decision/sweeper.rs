@@ -237,6 +237,7 @@ async fn identity_unreachable_escalation_waits_and_explicit_slas_still_create() 
                     sla_hours: 3,
                     ..decision("explicit")
                 }),
+                ..Default::default()
             },
             &token,
         ))
@@ -248,6 +249,7 @@ async fn identity_unreachable_escalation_waits_and_explicit_slas_still_create() 
         .create_decision(bearer(
             CreateDecisionRequest {
                 decision: Some(decision("default")),
+                ..Default::default()
             },
             &token,
         ))

@@ -112,6 +112,7 @@ async fn a_subscriber_sees_its_tenants_events_in_commit_order_and_no_other_tenan
         .create_decision(bearer(
             codeops_proto::decision::CreateDecisionRequest {
                 decision: Some(sla("globex only")),
+                ..Default::default()
             },
             &erin,
         ))

@@ -61,7 +61,13 @@ async fn every_client_error_class_carries_its_documented_details() {
     };
     let status = expect_code(
         app.teams()
-            .create_team(bearer(CreateTeamRequest { team: Some(taken) }, &alice))
+            .create_team(bearer(
+                CreateTeamRequest {
+                    team: Some(taken),
+                    ..Default::default()
+                },
+                &alice,
+            ))
             .await,
         Code::AlreadyExists,
     );

@@ -33,7 +33,13 @@ async fn more_than_a_page_of_the_largest_teams_lists_within_default_client_limit
             ..Default::default()
         };
         app.teams()
-            .create_team(bearer(CreateTeamRequest { team: Some(team) }, &alice))
+            .create_team(bearer(
+                CreateTeamRequest {
+                    team: Some(team),
+                    ..Default::default()
+                },
+                &alice,
+            ))
             .await
             .unwrap_or_else(|s| panic!("create team {i}: {s:?}"));
     }

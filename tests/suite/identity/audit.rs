@@ -40,6 +40,7 @@ async fn some_history(app: &TestApp) -> (String, Uuid, Vec<String>) {
                     slug: "audit".into(),
                     ..Default::default()
                 }),
+                ..Default::default()
             },
             &alice,
             &rids[0],
@@ -410,6 +411,7 @@ async fn no_audit_row_holds_a_secret_after_a_full_session() {
             CreateUserRequest {
                 user: Some(user_message("secret-keeper@acme.test", roles::VIEWER)),
                 password: NEW_PASSWORD.into(),
+                ..Default::default()
             },
             &rotated.access_token,
         ))

@@ -325,6 +325,7 @@ async fn another_tenants_custom_roles_are_not_found_or_refused() {
                 CreateUserRequest {
                     user: Some(user_message("spy@globex.test", acme_role)),
                     password: NEW_PASSWORD.into(),
+                    ..Default::default()
                 },
                 &erin,
             ))
@@ -356,6 +357,7 @@ async fn a_manager_or_lead_from_another_tenant_is_rejected() {
                         ..user_message("report@globex.test", roles::VIEWER)
                     }),
                     password: NEW_PASSWORD.into(),
+                    ..Default::default()
                 },
                 &erin,
             ))
@@ -391,6 +393,7 @@ async fn a_manager_or_lead_from_another_tenant_is_rejected() {
                         lead_id: id(ids::ALICE),
                         ..Default::default()
                     }),
+                    ..Default::default()
                 },
                 &erin,
             ))

@@ -469,6 +469,7 @@ async fn a_distributed_attack_stops_at_the_account_ceiling_except_where_the_owne
             owner_first_name: "Olga".into(),
             owner_last_name: "Owner".into(),
             owner_password: NEW_PASSWORD.into(),
+            ..Default::default()
         }))
         .await
         .expect("create initech");

@@ -222,6 +222,7 @@ async fn create_role_returns_the_role_and_audits_create() {
                     ],
                     ..Default::default()
                 }),
+                ..Default::default()
             },
             &alice,
             &rid,
@@ -267,6 +268,7 @@ async fn create_role_with_a_taken_code_is_already_exists() {
             .create_role(bearer(
                 CreateRoleRequest {
                     role: Some(role_message("ANALYST", &["team.read"])),
+                    ..Default::default()
                 },
                 &alice,
             ))
@@ -389,7 +391,13 @@ async fn create_role_rejects_each_bad_field_and_changes_nothing() {
     for (field, role) in cases {
         expect_invalid(
             app.roles()
-                .create_role(bearer(CreateRoleRequest { role: Some(role) }, &alice))
+                .create_role(bearer(
+                    CreateRoleRequest {
+                        role: Some(role),
+                        ..Default::default()
+                    },
+                    &alice,
+                ))
                 .await,
             field,
         );
@@ -407,6 +415,7 @@ async fn create_role_cannot_hold_permissions_the_caller_lacks() {
         .create_role(bearer(
             CreateRoleRequest {
                 role: Some(role_message("READER", &["user.read"])),
+                ..Default::default()
             },
             &role_admin,
         ))
@@ -421,6 +430,7 @@ async fn create_role_cannot_hold_permissions_the_caller_lacks() {
                         "AUDITOR",
                         &["user.read", "audit.read", "tenant.manage"],
                     )),
+                    ..Default::default()
                 },
                 &role_admin,
             ))

@@ -95,6 +95,7 @@ fn create_user_request(email: &str, role: Uuid) -> CreateUserRequest {
     CreateUserRequest {
         user: Some(user_message(email, role)),
         password: NEW_PASSWORD.into(),
+        ..Default::default()
     }
 }
 
@@ -175,6 +176,7 @@ async fn logout_of_one_session_ends_its_writes_and_leaves_the_other_session_work
             slug: slug.into(),
             ..Default::default()
         }),
+        ..Default::default()
     };
     expect_reason(
         app.teams().create_team(bearer(team("ended"), &ended)).await,
@@ -778,6 +780,7 @@ async fn team_settings_and_tenant_custom_settings_over_16_kib_are_invalid() {
                         settings: Some(oversized_struct()),
                         ..Default::default()
                     }),
+                    ..Default::default()
                 },
                 &alice,
             ))
@@ -831,6 +834,7 @@ async fn a_custom_role_cannot_take_a_system_role_code() {
                 .create_role(bearer(
                     CreateRoleRequest {
                         role: Some(role_message(code, &["user.read"])),
+                        ..Default::default()
                     },
                     &alice,
                 ))
@@ -851,6 +855,7 @@ async fn twenty_thousand_unknown_permissions_give_a_small_capped_error() {
             .create_role(bearer(
                 CreateRoleRequest {
                     role: Some(role_message("MANY", &codes)),
+                    ..Default::default()
                 },
                 &alice,
             ))
@@ -888,6 +893,7 @@ async fn updating_team_settings_audits_the_settings_that_changed_and_nothing_els
                     ])),
                     ..Default::default()
                 }),
+                ..Default::default()
             },
             &alice,
         ))
@@ -1005,6 +1011,7 @@ async fn names_with_control_or_bidirectional_characters_are_invalid() {
                     CreateUserRequest {
                         user: Some(user),
                         password: NEW_PASSWORD.into(),
+                        ..Default::default()
                     },
                     &alice,
                 ))
@@ -1028,6 +1035,7 @@ async fn names_with_control_or_bidirectional_characters_are_invalid() {
                         slug: "bidi".into(),
                         ..Default::default()
                     }),
+                    ..Default::default()
                 },
                 &alice,
             ))

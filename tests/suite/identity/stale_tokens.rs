@@ -54,6 +54,7 @@ async fn a_deactivated_admins_token_can_no_longer_create_users() {
                     Uuid::parse_str(ADMIN_ROLE).unwrap(),
                 )),
                 password: NEW_PASSWORD.into(),
+                ..Default::default()
             },
             &admin_token,
         ))
@@ -117,6 +118,7 @@ async fn reads_with_a_demoted_token_still_work_until_it_expires() {
                     slug: "shadow".into(),
                     ..Default::default()
                 }),
+                ..Default::default()
             },
             &admin_token,
         ))

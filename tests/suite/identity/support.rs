@@ -110,6 +110,7 @@ pub async fn create_role(channel: Channel, token: &str, code: &str, permissions:
         .create_role(bearer(
             CreateRoleRequest {
                 role: Some(role_message(code, permissions)),
+                ..Default::default()
             },
             token,
         ))
@@ -135,6 +136,7 @@ pub async fn create_user(channel: Channel, token: &str, email: &str, role_id: Uu
             CreateUserRequest {
                 user: Some(user_message(email, role_id)),
                 password: NEW_PASSWORD.into(),
+                ..Default::default()
             },
             token,
         ))

@@ -41,7 +41,13 @@ pub fn settings(fields: &[(&str, Kind)]) -> prost_types::Struct {
 
 async fn create_team(app: &TestApp, token: &str, t: Team) -> Team {
     app.teams()
-        .create_team(bearer(CreateTeamRequest { team: Some(t) }, token))
+        .create_team(bearer(
+            CreateTeamRequest {
+                team: Some(t),
+                ..Default::default()
+            },
+            token,
+        ))
         .await
         .expect("create team")
         .into_inner()
@@ -81,6 +87,7 @@ async fn create_team_returns_the_team_and_audits_create() {
                     ])),
                     ..Default::default()
                 }),
+                ..Default::default()
             },
             &alice,
             &rid,
@@ -130,6 +137,7 @@ async fn create_team_with_a_taken_slug_is_already_exists() {
             .create_team(bearer(
                 CreateTeamRequest {
                     team: Some(team("Growth again", "growth")),
+                    ..Default::default()
                 },
                 &alice,
             ))
@@ -261,7 +269,13 @@ async fn create_team_rejects_each_bad_field_and_changes_nothing() {
     for (field, t) in cases {
         expect_invalid(
             app.teams()
-                .create_team(bearer(CreateTeamRequest { team: Some(t) }, &alice))
+                .create_team(bearer(
+                    CreateTeamRequest {
+                        team: Some(t),
+                        ..Default::default()
+                    },
+                    &alice,
+                ))
                 .await,
             field,
         );
@@ -283,6 +297,7 @@ async fn an_unknown_team_lead_is_reported_on_team_lead_id() {
                         lead_id: id(random_id()),
                         ..team("Ghost-led", "ghost-led")
                     }),
+                    ..Default::default()
                 },
                 &alice,
             ))

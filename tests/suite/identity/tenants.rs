@@ -32,6 +32,7 @@ fn create_request(slug: &str, email: &str, password: &str) -> CreateTenantReques
         owner_first_name: "Olga".into(),
         owner_last_name: "Owner".into(),
         owner_password: password.to_owned(),
+        ..Default::default()
     }
 }
 

@@ -262,6 +262,7 @@ async fn a_tampered_payload_is_unauthenticated() {
                 CreateUserRequest {
                     user: Some(user_message("mallory@acme.test", roles::OWNER)),
                     password: NEW_PASSWORD.into(),
+                    ..Default::default()
                 },
                 &tampered,
             ))

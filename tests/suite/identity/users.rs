@@ -18,6 +18,7 @@ fn create_request(user: User, password: &str) -> CreateUserRequest {
     CreateUserRequest {
         user: Some(user),
         password: password.to_owned(),
+        ..Default::default()
     }
 }
 

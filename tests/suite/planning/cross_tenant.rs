@@ -68,6 +68,7 @@ async fn every_rpc(p: &Planning, ids: &Ids) -> Vec<(&'static str, Seen)> {
                         team_id: ids.team.clone(),
                         ..outcome("x")
                     }),
+                    ..Default::default()
                 },
                 t,
             ))
@@ -83,6 +84,7 @@ async fn every_rpc(p: &Planning, ids: &Ids) -> Vec<(&'static str, Seen)> {
                         owner_id: ids.user.clone(),
                         ..outcome("x")
                     }),
+                    ..Default::default()
                 },
                 t,
             ))
@@ -255,6 +257,7 @@ async fn every_rpc(p: &Planning, ids: &Ids) -> Vec<(&'static str, Seen)> {
             h1.create_hypothesis(bearer(
                 CreateHypothesisRequest {
                     hypothesis: Some(hypothesis(&oid(), "x")),
+                    ..Default::default()
                 },
                 t,
             ))
@@ -270,6 +273,7 @@ async fn every_rpc(p: &Planning, ids: &Ids) -> Vec<(&'static str, Seen)> {
                         owner_id: ids.user.clone(),
                         ..hypothesis(&id(seeded::ACME_ACTIVATION), "x")
                     }),
+                    ..Default::default()
                 },
                 t,
             ))

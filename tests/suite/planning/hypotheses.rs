@@ -52,6 +52,7 @@ async fn create_hypothesis_starts_draft_under_its_outcome_and_audits_create() {
                     tags: vec!["ab".into()],
                     ..hypothesis(&id(seeded::ACME_ACTIVATION), "Checklist v2")
                 }),
+                ..Default::default()
             },
             &p.alice,
             &request_id,
@@ -212,6 +213,7 @@ async fn create_hypothesis_rejects_bad_fields_and_foreign_ids_and_writes_nothing
                 .create_hypothesis(bearer(
                     CreateHypothesisRequest {
                         hypothesis: Some(bad),
+                        ..Default::default()
                     },
                     &p.alice,
                 ))
@@ -235,6 +237,7 @@ async fn a_terminal_outcome_takes_no_new_or_advancing_hypotheses_but_lets_them_g
             .create_hypothesis(bearer(
                 CreateHypothesisRequest {
                     hypothesis: Some(hypothesis(&parent.id, "late")),
+                    ..Default::default()
                 },
                 &p.alice,
             ))
@@ -263,6 +266,7 @@ async fn a_terminal_outcome_takes_no_new_or_advancing_hypotheses_but_lets_them_g
             .create_hypothesis(bearer(
                 CreateHypothesisRequest {
                     hypothesis: Some(hypothesis(&id(seeded::ACME_LATENCY), "late")),
+                    ..Default::default()
                 },
                 &p.alice,
             ))

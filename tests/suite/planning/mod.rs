@@ -64,6 +64,7 @@ impl Planning {
             .create_outcome(bearer(
                 CreateOutcomeRequest {
                     outcome: Some(outcome),
+                    ..Default::default()
                 },
                 &self.alice,
             ))
@@ -79,6 +80,7 @@ impl Planning {
             .create_hypothesis(bearer(
                 CreateHypothesisRequest {
                     hypothesis: Some(hypothesis(outcome_id, title)),
+                    ..Default::default()
                 },
                 &self.alice,
             ))

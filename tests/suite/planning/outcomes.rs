@@ -52,6 +52,7 @@ async fn create_outcome_starts_draft_records_the_creator_and_audits_create() {
                     }],
                     ..Default::default()
                 }),
+                ..Default::default()
             },
             &p.alice,
             &request_id,
@@ -109,6 +110,7 @@ async fn create_outcome_may_start_not_started_but_no_further() {
                             status: status as i32,
                             ..outcome("too far")
                         }),
+                        ..Default::default()
                     },
                     &p.alice,
                 ))
@@ -270,7 +272,10 @@ async fn create_outcome_rejects_each_bad_field_and_writes_nothing() {
             p.app
                 .outcomes()
                 .create_outcome(bearer(
-                    CreateOutcomeRequest { outcome: Some(bad) },
+                    CreateOutcomeRequest {
+                        outcome: Some(bad),
+                        ..Default::default()
+                    },
                     &p.alice,
                 ))
                 .await,
