@@ -17,7 +17,7 @@ use crate::common::checks::{
 use crate::common::ids;
 
 /// product.md's decision table: from → to.
-const TABLE: &[(&str, &[&str])] = &[
+pub(super) const TABLE: &[(&str, &[&str])] = &[
     (
         "NEEDS_INPUT",
         &["UNDER_DISCUSSION", "DECIDED", "DEFERRED", "CANCELLED"],

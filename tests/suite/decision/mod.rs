@@ -7,6 +7,7 @@ mod comments;
 mod cross_tenant;
 mod decisions;
 mod lifecycle;
+mod sequences;
 mod stakeholders;
 mod sweeper;
 mod watch;

@@ -38,7 +38,7 @@ fn external(name: &str, email: &str) -> Stakeholder {
     }
 }
 
-fn internal(user: &str, email: &str) -> Stakeholder {
+pub(super) fn internal(user: &str, email: &str) -> Stakeholder {
     Stakeholder {
         user_id: user.into(),
         stakeholder_type: StakeholderType::Internal as i32,
@@ -47,7 +47,10 @@ fn internal(user: &str, email: &str) -> Stakeholder {
 }
 
 impl Decisions {
-    async fn create_stakeholder(&self, s: Stakeholder) -> Result<Stakeholder, tonic::Status> {
+    pub(super) async fn create_stakeholder(
+        &self,
+        s: Stakeholder,
+    ) -> Result<Stakeholder, tonic::Status> {
         self.app
             .stakeholders()
             .create_stakeholder(bearer(
@@ -86,8 +89,18 @@ impl Decisions {
 
 /// Every stakeholder's counters against a recount from the decisions
 /// (stakeholder.proto's definitions), as the schema owner.
-async fn assert_counters_match_a_recount(pool: &PgPool) {
-    let wrong: Vec<(String, String)> = sqlx::query_as(
+pub(super) async fn assert_counters_match_a_recount(pool: &PgPool) {
+    let wrong = counters_differing_from_a_recount(pool).await;
+    assert!(
+        wrong.is_empty(),
+        "counters differ from a recount: {wrong:#?}"
+    );
+}
+
+/// The stakeholders whose counters differ from a recount from the
+/// decisions: name, stored and recounted values.
+pub(super) async fn counters_differing_from_a_recount(pool: &PgPool) -> Vec<(String, String)> {
+    sqlx::query_as(
         "SELECT s.name::text, format('stored %s/%s/%s/%s/%s, recounted %s/%s/%s/%s/%s', \
                 s.decisions_pending, s.decisions_completed, s.decisions_escalated, \
                 round(s.avg_response_time_hours::numeric, 3), s.last_decision_at, \
@@ -111,11 +124,7 @@ async fn assert_counters_match_a_recount(pool: &PgPool) {
     )
     .fetch_all(pool)
     .await
-    .expect("recount");
-    assert!(
-        wrong.is_empty(),
-        "counters differ from a recount: {wrong:#?}"
-    );
+    .expect("recount")
 }
 
 #[tokio::test]

@@ -2,11 +2,14 @@
 //! never by sleeping. Seeded chain: carol → bob → alice.
 
 use chrono::{Duration, Utc};
-use codeops_proto::decision::{CreateDecisionRequest, Decision, DecisionStatus};
+use codeops_proto::decision::{
+    AssignDecisionRequest, CreateDecisionRequest, Decision, DecisionStatus, ResolveDecisionRequest,
+};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use super::{Decisions, decision, seeded, uuid_of};
+use super::stakeholders::{assert_counters_match_a_recount, internal};
+use super::{Decisions, decision, seeded, time_of, uuid_of};
 use crate::common::checks::{assert_unchanged, expect_code, snapshot};
 use crate::common::{bearer, free_port, ids, suite_config};
 
@@ -262,5 +265,167 @@ async fn identity_unreachable_escalation_waits_and_explicit_slas_still_create() 
     assert!(status.get_details_retry_info().is_some());
     suite.shutdown().await.expect("shutdown");
     identity_suite.shutdown().await.expect("shutdown");
+    d.app.shutdown().await;
+}
+
+/// Resolves `id` as `token`, again after each ABORTED (the sweeper
+/// escalated it meanwhile: read again and retry, as the API says);
+/// returns how many tries it took.
+async fn resolve_until_done(
+    mut client: codeops_proto::decision::decision_service_client::DecisionServiceClient<
+        tonic::transport::Channel,
+    >,
+    token: String,
+    id: String,
+) -> u32 {
+    for attempt in 1..=10 {
+        let answer = client
+            .resolve_decision(bearer(
+                ResolveDecisionRequest {
+                    id: id.clone(),
+                    selected_option_id: "opt-b".into(),
+                    rationale: "racing the sweeper".into(),
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await;
+        match answer {
+            Ok(_) => return attempt,
+            Err(status) if status.code() == Code::Aborted => continue,
+            Err(status) => panic!("resolving {id}: {status:?}"),
+        }
+    }
+    panic!("resolving {id}: still ABORTED after 10 tries")
+}
+
+#[tokio::test]
+async fn a_sweep_racing_resolutions_escalates_before_the_resolution_or_not_at_all() {
+    let d = Decisions::spawn().await;
+    d.create_stakeholder(internal(&ids::CAROL.to_string(), "carol@acme.test"))
+        .await
+        .expect("carol's stakeholder");
+    // 30 decisions held by carol (assigned), due in an hour, in creation
+    // order: the sweep takes them oldest deadline first.
+    let mut created = Vec::new();
+    for i in 0..30 {
+        let decision = d
+            .create(Decision {
+                owner_id: ids::CAROL.to_string(),
+                sla_hours: 1,
+                ..decision(&format!("sweep or resolve {i}"))
+            })
+            .await;
+        d.app
+            .decisions()
+            .assign_decision(bearer(
+                AssignDecisionRequest {
+                    id: decision.id.clone(),
+                    assigned_to_id: ids::CAROL.to_string(),
+                    etag: String::new(),
+                },
+                &d.alice,
+            ))
+            .await
+            .expect("assign to carol");
+        created.push(decision.id);
+    }
+    assert_counters_match_a_recount(&d.pool).await;
+
+    // Two hours later, a sweep and the resolutions at once. The sweep goes
+    // oldest deadline first; one lane of resolutions goes the same way
+    // (meeting the sweep head-on: locked rows, ABORTED and retried), the
+    // other starts from the newest, so the sweep finds some decisions
+    // already resolved and reaches others before their resolution.
+    let sweeper = d.sweeper(None).await;
+    let later = Utc::now() + Duration::hours(2);
+    let (oldest, newest) = created.split_at(created.len() / 2);
+    let lane = |ids: Vec<String>| {
+        let client = d.app.decisions();
+        let token = d.alice.clone();
+        async move {
+            let mut tries = Vec::new();
+            for id in ids {
+                tries.push(resolve_until_done(client.clone(), token.clone(), id).await);
+            }
+            tries
+        }
+    };
+    let forward = tokio::spawn(lane(oldest.to_vec()));
+    let backward = tokio::spawn(lane(newest.iter().rev().cloned().collect()));
+    let (report, forward, backward) = tokio::join!(sweeper.sweep(later), forward, backward);
+    let tries: Vec<u32> = forward
+        .expect("forward lane")
+        .into_iter()
+        .chain(backward.expect("backward lane"))
+        .collect();
+    let report = report.expect("sweep");
+    assert!(!report.identity_failed, "{report:?}");
+    assert_eq!(tries.len(), created.len());
+
+    let mut escalated_first = 0;
+    for id in &created {
+        let after = d.get(id).await;
+        assert_eq!(after.status, DecisionStatus::Decided as i32, "{id}");
+        assert_eq!(after.decided_by_id, ids::ALICE.to_string(), "{id}");
+        let decided_at = time_of(&after.decide_time);
+        // (action, time, the status the row records, when it changed)
+        let rows: Vec<(String, chrono::DateTime<Utc>, Option<String>)> = sqlx::query_as(
+            "SELECT action, timestamp, new_values::jsonb ->> 'status' FROM core.audit_logs \
+             WHERE entity_id = $1 AND action IN ('DECISION_ESCALATED', 'DECISION_RESOLVED') \
+             ORDER BY timestamp, id",
+        )
+        .bind(uuid_of(id))
+        .fetch_all(&d.pool)
+        .await
+        .expect("the decision's audit rows");
+        let resolved: Vec<_> = rows.iter().filter(|r| r.0 == "DECISION_RESOLVED").collect();
+        assert_eq!(resolved.len(), 1, "{id}: one resolution: {rows:?}");
+        let escalations: Vec<_> = rows
+            .iter()
+            .filter(|r| r.0 == "DECISION_ESCALATED")
+            .collect();
+        match after.escalation_level {
+            0 => {
+                assert!(escalations.is_empty(), "{id}: not escalated: {rows:?}");
+                assert_eq!(after.escalated_to_id, "", "{id}");
+            }
+            1 => {
+                escalated_first += 1;
+                assert_eq!(escalations.len(), 1, "{id}: escalated once: {rows:?}");
+                let (_, escalated_at, status) = escalations[0];
+                assert!(
+                    *escalated_at < decided_at && *escalated_at < resolved[0].1,
+                    "{id}: the escalation precedes the resolution: {rows:?}, decided {decided_at}"
+                );
+                // The audit keeps what changed: an escalation of an open
+                // decision leaves its status out, or names an open one.
+                assert!(
+                    matches!(status.as_deref(), None | Some("NEEDS_INPUT")),
+                    "{id}: escalated while open: {rows:?}"
+                );
+                assert_eq!(after.escalated_to_id, ids::BOB.to_string(), "{id}");
+            }
+            level => panic!("{id}: escalated {level} times by one sweep"),
+        }
+        assert_eq!(
+            rows.last().map(|r| r.0.as_str()),
+            Some("DECISION_RESOLVED"),
+            "{id}: nothing after the resolution: {rows:?}"
+        );
+    }
+    assert_counters_match_a_recount(&d.pool).await;
+    // A later sweep finds nothing of ours: resolved decisions are done.
+    let snap = snapshot(&d.pool).await;
+    let again = sweeper
+        .sweep(later + Duration::hours(1))
+        .await
+        .expect("sweep again");
+    assert_eq!((again.escalated, again.flagged), (0, 0), "{again:?}");
+    assert_unchanged(&snap, &snapshot(&d.pool).await);
+    eprintln!(
+        "sweep vs resolve: {escalated_first} of {} escalated before their resolution ({report:?}, tries {tries:?})",
+        created.len()
+    );
     d.app.shutdown().await;
 }

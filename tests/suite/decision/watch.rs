@@ -1,6 +1,8 @@
 //! WatchDecisions: events arrive in commit order, only the caller's
 //! tenant's, narrowed by the filters; a subscriber that never reads is cut
-//! off with WATCH_OVERFLOW while another keeps receiving.
+//! off with WATCH_OVERFLOW while another keeps receiving; a lost listener
+//! connection ends the streams with WATCH_INTERRUPTED; either way the
+//! client watches again.
 
 use std::time::Duration;
 
@@ -308,8 +310,13 @@ async fn a_subscriber_that_never_reads_is_cut_off_while_another_keeps_receiving(
         received > 0 && received < sent,
         "received {received} of {sent}"
     );
+    assert_eq!(info.domain, "codeops");
     assert_eq!(info.metadata.get("last_event_id"), Some(&last_id));
     assert!(!info.metadata["last_event_time"].is_empty());
+    assert!(
+        status.message().contains("watch again"),
+        "the message says what to do: {status:?}"
+    );
 
     // The fast one still receives, real writes included.
     assign(&d, &watched.id).await;
@@ -317,6 +324,28 @@ async fn a_subscriber_that_never_reads_is_cut_off_while_another_keeps_receiving(
     assert_eq!(
         (event.decision_id.as_str(), kind(&event)),
         (watched.id.as_str(), DecisionEventType::Assigned)
+    );
+
+    // The one cut off watches again (what it missed it reads with
+    // GetDecision) and receives what commits from then on.
+    let mut resumed = watch(
+        &mut d.app.decisions(),
+        &d.alice,
+        WatchDecisionsRequest {
+            decision_ids: vec![watched.id.clone()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        d.get(&watched.id).await.assigned_to_id,
+        ids::BOB.to_string()
+    );
+    resolve(&d, &watched.id).await;
+    let event = next(&mut resumed).await;
+    assert_eq!(
+        (event.decision_id.as_str(), kind(&event)),
+        (watched.id.as_str(), DecisionEventType::Resolved)
     );
 }
 
@@ -339,4 +368,76 @@ async fn streams_end_cleanly_on_shutdown() {
         .await
         .expect("shutdown does not wait out the grace period")
         .expect("shutdown");
+}
+
+/// The backend pids of the decision service's `LISTEN` connections on the
+/// app's database, as the superuser sees them.
+async fn listener_backends(d: &Decisions) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+           AND query ILIKE 'LISTEN %codeops_decision_events%'",
+    )
+    .fetch_all(&d.pool)
+    .await
+    .expect("pg_stat_activity")
+}
+
+#[tokio::test]
+async fn a_lost_listener_connection_ends_streams_with_watch_interrupted_and_watching_again_works() {
+    let d = Decisions::spawn().await;
+    let mut stream = watch(
+        &mut d.app.decisions(),
+        &d.alice,
+        WatchDecisionsRequest::default(),
+    )
+    .await;
+    let first = d.create(sla("before the cut")).await;
+    let delivered = next(&mut stream).await;
+    assert_eq!(delivered.decision_id, first.id);
+
+    // The listener's connection dies (an administrator, a failover).
+    let backends = listener_backends(&d).await;
+    assert_eq!(backends.len(), 1, "one LISTEN connection per process");
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(backends[0])
+        .fetch_one(&d.pool)
+        .await
+        .expect("pg_terminate_backend");
+    assert!(terminated);
+
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the stream ends once the listener is lost");
+    let status = match end {
+        Err(status) => status,
+        other => panic!("expected WATCH_INTERRUPTED, got {other:?}"),
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let info = status.get_details_error_info().expect("an ErrorInfo");
+    assert_eq!(info.reason, "WATCH_INTERRUPTED");
+    assert_eq!(info.domain, "codeops");
+    assert_eq!(info.metadata.get("last_event_id"), Some(&delivered.id));
+    assert!(!info.metadata["last_event_time"].is_empty());
+    assert!(
+        status.message().contains("watch again"),
+        "the message says what to do: {status:?}"
+    );
+
+    // Watching again starts a new listener, and what commits from then on
+    // arrives.
+    let mut again = watch(
+        &mut d.app.decisions(),
+        &d.alice,
+        WatchDecisionsRequest::default(),
+    )
+    .await;
+    let second = d.create(sla("after the cut")).await;
+    let event = next(&mut again).await;
+    assert_eq!(
+        (event.decision_id.as_str(), kind(&event)),
+        (second.id.as_str(), DecisionEventType::Created)
+    );
+    assert_eq!(listener_backends(&d).await.len(), 1);
+    d.app.shutdown().await;
 }
