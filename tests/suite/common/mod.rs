@@ -409,6 +409,7 @@ pub fn suite_config(db: &TestDb) -> SuiteConfig {
         limits: MessageLimits::default(),
         request_timeout: None,
         shutdown: codeops::suite::ShutdownSettings::default(),
+        transport: codeops_platform::transport::TransportSettings::default(),
         service_token: SERVICE_TOKEN.to_owned(),
         identity_url: None,
         revocation_poll: REVOCATION_POLL,
