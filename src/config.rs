@@ -274,10 +274,10 @@ impl ServeArgs {
         let tls = match (&self.tls_cert, &self.tls_key) {
             (None, None) => None,
             (Some(_), None) => anyhow::bail!(
-                "CODEOPS_TLS_KEY: not set, but CODEOPS_TLS_CERT is (TLS needs both, plaintext neither)"
+                "CODEOPS_TLS_CERT: set without CODEOPS_TLS_KEY (TLS needs both, plaintext neither)"
             ),
             (None, Some(_)) => anyhow::bail!(
-                "CODEOPS_TLS_CERT: not set, but CODEOPS_TLS_KEY is (TLS needs both, plaintext neither)"
+                "CODEOPS_TLS_KEY: set without CODEOPS_TLS_CERT (TLS needs both, plaintext neither)"
             ),
             (Some(cert), Some(key)) => {
                 let cert = read_pem(cert).context("CODEOPS_TLS_CERT")?;

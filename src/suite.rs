@@ -305,13 +305,28 @@ pub async fn start(
         }
         .instrument(metrics_span)
     }));
+    // Streams (WatchDecisions) go on through the pre-stop delay, like
+    // every call, and end (OK) once the ports stop accepting, so they do
+    // not hold the drain.
+    let (draining_tx, draining) = watch::channel(false);
+    suite.tasks.push(tokio::spawn({
+        let mut stopped = stopped.clone();
+        let delay = config.shutdown.pre_stop_delay;
+        async move {
+            if stopped.wait_for(|stop| *stop).await.is_ok() {
+                tokio::time::sleep(delay).await;
+            }
+            let _ = draining_tx.send(true);
+            Ok(())
+        }
+    }));
     let decision = codeops_decision::DecisionConfig {
         identity: codeops_decision::IdentityClient::new(&identity_url, &config.service_token)?,
         metrics: pipeline.metrics.clone(),
         sla_sweep_interval: (!config.sla_sweep_interval.is_zero())
             .then_some(config.sla_sweep_interval),
         watch_buffer: codeops_decision::watch::DEFAULT_BUFFER,
-        stopping: stopped.clone(),
+        stopping: draining,
     };
     let mut identity_loopback = identity_loopback;
     for (service, listener) in listeners {
