@@ -324,6 +324,7 @@ async fn bench(settings: &Settings, url: &str) -> anyhow::Result<bool> {
         limits: codeops_platform::pipeline::MessageLimits::default(),
         request_timeout: None,
         shutdown: codeops::suite::ShutdownSettings::default(),
+        transport: codeops_platform::transport::TransportSettings::default(),
         service_token: service_token.clone(),
         identity_url: None,
         revocation_poll: Duration::from_secs(10),

@@ -49,7 +49,7 @@ pub async fn run(db: DbArgs, serve: ServeArgs) -> anyhow::Result<()> {
 async fn run_with(url: &str, db: &DbArgs, serve: &ServeArgs) -> anyhow::Result<()> {
     schema::migrate(url).await?;
     let inserted = schema::seed(url).await?;
-    tracing::info!(inserted, "migrated and seeded");
+    tracing::info!(service = %"identity,planning,decision", inserted, "migrated and seeded");
     let config = serve.suite_config(db, url, true)?;
     // dev listens on loopback unless told otherwise.
     let host = if serve.host.is_unspecified() {

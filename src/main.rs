@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use codeops::config::{DbArgs, ServeArgs};
 use codeops::suite::{self, Service};
 use codeops::{dev, schema, tenant_cli};
@@ -98,8 +98,14 @@ enum ServeTarget {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
+    if let Err(line) = init_tracing(cli.log_format) {
+        eprintln!("codeops: {line}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -114,10 +120,86 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One clear line: the error and its causes, no backtrace.
-            eprintln!("codeops: {e:#}");
+            eprintln!("codeops: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: many errors
+/// print their source in their own message too.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
+/// A command line or environment clap refused, as one line (exit 2):
+/// a bad value names its environment variable (or flag, when it came
+/// from one) and the value, without clap's usage dump.
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => error.exit(),
+        _ => {}
+    }
+    let line = bad_value_line(&error).unwrap_or_else(|| {
+        let rendered = error.render().to_string();
+        let first = rendered.lines().next().unwrap_or_default();
+        format!(
+            "{} (see codeops --help)",
+            first.trim_start_matches("error: ")
+        )
+    });
+    eprintln!("codeops: {line}");
+    ExitCode::from(2)
+}
+
+/// `CODEOPS_X: expected …, got "…"` for a value its parser refused.
+fn bad_value_line(error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let string = |kind| match error.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let arg = string(ContextKind::InvalidArg)?;
+    let value = string(ContextKind::InvalidValue)?;
+    let long = arg.strip_prefix("--")?.split([' ', '=']).next()?.to_owned();
+    let expected = match error.kind() {
+        ErrorKind::ValueValidation => std::error::Error::source(error)?.to_string(),
+        ErrorKind::InvalidValue => match error.get(ContextKind::ValidValue) {
+            Some(ContextValue::Strings(valid)) => format!("expected one of {}", valid.join(", ")),
+            _ => "invalid value".to_owned(),
+        },
+        _ => return None,
+    };
+    // Named as the operator set it: the variable, unless a flag gave it.
+    let name = match env_of(&Cli::command(), &long) {
+        Some(env) if std::env::var_os(&env).is_some_and(|v| v.to_string_lossy() == value) => env,
+        _ => format!("--{long}"),
+    };
+    Some(format!("{name}: {expected}, got {value:?}"))
+}
+
+/// The environment variable of the flag `--long`, in any subcommand.
+fn env_of(command: &clap::Command, long: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+        .or_else(|| command.get_subcommands().find_map(|sub| env_of(sub, long)))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -165,9 +247,15 @@ async fn serve_command(target: ServeTarget, db: DbArgs, serve: ServeArgs) -> any
     running.serve_until_signal().await
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
+fn init_tracing(format: LogFormat) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::builder()
+            .parse(&directives)
+            .map_err(|e| {
+                format!("RUST_LOG: expected a log filter such as info,codeops_identity=debug ({e}), got {directives:?}")
+            })?,
+        _ => EnvFilter::new("info,sqlx::postgres::notice=warn"),
+    };
     // Colour codes only for a person at a terminal: in a file or a log
     // collector they are noise, and writing them costs every call.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -179,4 +267,5 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    Ok(())
 }

@@ -9,7 +9,8 @@ use anyhow::Context;
 use codeops_platform::metrics::{self, Metrics};
 use codeops_platform::pipeline::MessageLimits;
 use codeops_platform::revocation_feed::{FeedSettings, RevocationFeed};
-use codeops_platform::server::{self, AuthSettings, PipelineSettings, ServiceSpec};
+use codeops_platform::server::{self, AuthSettings, Listeners, PipelineSettings, ServiceSpec};
+use codeops_platform::transport::TransportSettings;
 use codeops_platform::{Db, DbOptions, ServiceRole};
 use codeops_tenant::layer::operator_token_digest;
 use codeops_tenant::token::read_pem;
@@ -17,6 +18,7 @@ use codeops_tenant::{KeyPair, PublicKey, TokenSettings, TokenSigner, TokenVerifi
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Service {
@@ -63,7 +65,10 @@ impl Keys {
         ephemeral_ok: bool,
     ) -> anyhow::Result<Keys> {
         if let Some(private) = private {
-            let pair = KeyPair::from_pkcs8_pem(&read_pem(private)?)?;
+            let pair = read_pem(private)
+                .map_err(anyhow::Error::from)
+                .and_then(|pem| Ok(KeyPair::from_pkcs8_pem(&pem)?))
+                .context("CODEOPS_JWT_PRIVATE_KEY")?;
             let public = pair.public_key();
             return Ok(Keys {
                 signing: Some(pair),
@@ -73,7 +78,10 @@ impl Keys {
         if let Some(public) = public {
             return Ok(Keys {
                 signing: None,
-                public: PublicKey::from_pem(&read_pem(public)?)?,
+                public: read_pem(public)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|pem| Ok(PublicKey::from_pem(&pem)?))
+                    .context("CODEOPS_JWT_PUBLIC_KEY")?,
             });
         }
         anyhow::ensure!(
@@ -82,6 +90,7 @@ impl Keys {
         );
         let pair = KeyPair::generate()?;
         tracing::warn!(
+            service = %"identity",
             kid = %pair.public_key().kid(),
             "no CODEOPS_JWT_PRIVATE_KEY configured: generated an ephemeral Ed25519 key pair; \
              tokens will not survive a restart"
@@ -112,6 +121,8 @@ pub struct SuiteConfig {
     pub request_timeout: Option<Duration>,
     /// How a stop proceeds: the pre-stop delay, then the drain.
     pub shutdown: ShutdownSettings,
+    /// TLS and the maximum connection age of every port.
+    pub transport: TransportSettings,
     /// The credential CodeOps processes call identity's internal API with
     /// (the revocation feed); at least 16 characters.
     pub service_token: String,
@@ -136,6 +147,8 @@ pub struct Suite {
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     dbs: Vec<Db>,
     shutdown: ShutdownSettings,
+    /// The services of this process, for its own log lines.
+    served: String,
 }
 
 impl Suite {
@@ -160,7 +173,11 @@ impl Suite {
                 Ok(Ok(Err(e))) => result = Err(e),
                 Ok(Err(e)) => result = Err(e.into()),
                 Err(_) => {
-                    tracing::warn!(grace = ?self.shutdown.grace, "calls still open after the grace period: closing them");
+                    tracing::warn!(
+                        service = %self.served,
+                        grace_secs = self.shutdown.grace.as_secs_f64(),
+                        "calls still open after the grace period: closing them"
+                    );
                     task.abort();
                 }
             }
@@ -174,11 +191,13 @@ impl Suite {
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully; a second
     /// signal during the drain exits at once.
     pub async fn serve_until_signal(self) -> anyhow::Result<()> {
+        let served = self.served.clone();
         shutdown_signal().await;
+        tracing::info!(service = %served, "shutdown signal received");
         tokio::select! {
             result = self.shutdown() => result,
             _ = shutdown_signal() => {
-                tracing::warn!("second signal: exiting without waiting for open calls");
+                tracing::warn!(service = %served, "second signal: exiting without waiting for open calls");
                 Ok(())
             }
         }
@@ -220,6 +239,21 @@ pub async fn start(
             .with_context(|| format!("cannot listen on {addr} for {}", service.name()))?;
         listeners.push((*service, listener));
     }
+    // Services of this process call identity's plaintext loopback port
+    // when its public port speaks TLS.
+    let identity_loopback = match (&config.transport.tls, &config.identity_url) {
+        (Some(_), None) if services.iter().any(|(s, _)| *s == Service::Identity) => Some(
+            TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+                .await
+                .context("cannot listen on loopback for identity's in-process callers")?,
+        ),
+        _ => None,
+    };
+    let served = services
+        .iter()
+        .map(|(s, _)| s.name())
+        .collect::<Vec<_>>()
+        .join(",");
     let metrics_listener = TcpListener::bind(metrics_addr)
         .await
         .with_context(|| format!("cannot listen on {metrics_addr} for metrics"))?;
@@ -228,7 +262,10 @@ pub async fn start(
         std::slice::from_ref(&config.keys.public),
         &config.token,
     )?);
-    let identity_url = identity_url(config, &listeners)?;
+    let identity_url = match &identity_loopback {
+        Some(loopback) => format!("http://{}", loopback.local_addr()?),
+        None => identity_url(config, &listeners)?,
+    };
     let feed = revocation_feed(config, &identity_url, &verifier)?;
     let auth = AuthSettings {
         verifier,
@@ -240,6 +277,7 @@ pub async fn start(
         limits: config.limits,
         default_timeout: config.request_timeout,
         pre_stop_delay: config.shutdown.pre_stop_delay,
+        transport: config.transport.clone(),
     };
     let (stop, stopped) = watch::channel(false);
     let mut suite = Suite {
@@ -249,6 +287,7 @@ pub async fn start(
         tasks: Vec::new(),
         dbs: Vec::new(),
         shutdown: config.shutdown,
+        served: served.clone(),
     };
     let shutdown = {
         let mut stopped = stopped.clone();
@@ -256,11 +295,28 @@ pub async fn start(
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     };
-    tracing::info!(addr = %suite.metrics_addr, "serving metrics");
+    let metrics_span = tracing::info_span!("metrics", service = %served);
+    tracing::info!(parent: &metrics_span, addr = %suite.metrics_addr, "serving metrics");
     suite.tasks.push(tokio::spawn({
         let metrics = pipeline.metrics.clone();
         async move {
             metrics::endpoint::serve(metrics_listener, metrics, shutdown).await;
+            Ok(())
+        }
+        .instrument(metrics_span)
+    }));
+    // Streams (WatchDecisions) go on through the pre-stop delay, like
+    // every call, and end (OK) once the ports stop accepting, so they do
+    // not hold the drain.
+    let (draining_tx, draining) = watch::channel(false);
+    suite.tasks.push(tokio::spawn({
+        let mut stopped = stopped.clone();
+        let delay = config.shutdown.pre_stop_delay;
+        async move {
+            if stopped.wait_for(|stop| *stop).await.is_ok() {
+                tokio::time::sleep(delay).await;
+            }
+            let _ = draining_tx.send(true);
             Ok(())
         }
     }));
@@ -270,8 +326,9 @@ pub async fn start(
         sla_sweep_interval: (!config.sla_sweep_interval.is_zero())
             .then_some(config.sla_sweep_interval),
         watch_buffer: codeops_decision::watch::DEFAULT_BUFFER,
-        stopping: stopped.clone(),
+        stopping: draining,
     };
+    let mut identity_loopback = identity_loopback;
     for (service, listener) in listeners {
         let db = Db::connect(&config.db, service.role()).await?;
         let spec = spec(service, db.clone(), config, &pipeline.metrics, &decision)?;
@@ -284,14 +341,17 @@ pub async fn start(
                 decision.metrics.clone(),
             );
             let mut stopped = stopped.clone();
-            suite.tasks.push(tokio::spawn(async move {
-                sweeper
-                    .run(interval, async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
-                    })
-                    .await;
-                Ok(())
-            }));
+            suite.tasks.push(tokio::spawn(
+                async move {
+                    sweeper
+                        .run(interval, async move {
+                            let _ = stopped.wait_for(|stop| *stop).await;
+                        })
+                        .await;
+                    Ok(())
+                }
+                .instrument(tracing::info_span!("sla_sweeper", service = %service.name())),
+            ));
         }
         suite.addrs.push((service, listener.local_addr()?));
         let mut stopped = stopped.clone();
@@ -301,8 +361,16 @@ pub async fn start(
         let auth = auth.clone();
         let pipeline = pipeline.clone();
         suite.dbs.push(db.clone());
+        let listeners = Listeners {
+            public: listener,
+            loopback: if service == Service::Identity {
+                identity_loopback.take()
+            } else {
+                None
+            },
+        };
         suite.tasks.push(tokio::spawn(async move {
-            server::serve(listener, spec, auth, pipeline, db, shutdown)
+            server::serve(listeners, spec, auth, pipeline, db, shutdown)
                 .await
                 .with_context(|| format!("{} server failed", service.name()))
         }));
@@ -310,13 +378,16 @@ pub async fn start(
     // Polled by every process, identity's own included: its reads use the
     // same verifier (its writes re-check the session in the database).
     let mut stopped = stopped.clone();
-    suite.tasks.push(tokio::spawn(async move {
-        feed.run(async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        })
-        .await;
-        Ok(())
-    }));
+    suite.tasks.push(tokio::spawn(
+        async move {
+            feed.run(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .await;
+            Ok(())
+        }
+        .instrument(tracing::info_span!("revocation_feed", service = %served)),
+    ));
     Ok(suite)
 }
 
@@ -412,5 +483,4 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
     }
-    tracing::info!("shutdown signal received");
 }

@@ -26,7 +26,7 @@ pub struct CreateTenantArgs {
     /// Initial owner password; generated and printed when omitted.
     #[arg(long, env = "CODEOPS_OWNER_PASSWORD", hide_env_values = true)]
     pub owner_password: Option<String>,
-    #[arg(long, env = "CODEOPS_BCRYPT_COST", default_value_t = 12)]
+    #[arg(long, env = "CODEOPS_BCRYPT_COST", default_value_t = 12, value_parser = crate::config::whole::<u32, 4, 16>)]
     pub bcrypt_cost: u32,
 }
 

@@ -281,7 +281,12 @@ impl WatchHub {
             Status::from(error)
         })?;
         self.subscribers().listening = true;
-        tokio::spawn(self.clone().run(listener));
+        // Its own span: it outlives the call that started it.
+        let span = tracing::info_span!(parent: None, "watch_listener", service = %"decision");
+        tokio::spawn(tracing::Instrument::instrument(
+            self.clone().run(listener),
+            span,
+        ));
         Ok(())
     }
 

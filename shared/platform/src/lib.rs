@@ -7,12 +7,14 @@ pub mod audit;
 pub mod convert;
 pub mod db;
 pub mod error;
+pub mod health;
 pub mod lifecycle;
 pub mod metrics;
 pub mod pagination;
 pub mod pipeline;
 pub mod revocation_feed;
 pub mod server;
+pub mod transport;
 pub mod validate;
 
 pub use audit::{Actor, AuditAction, AuditEntry};

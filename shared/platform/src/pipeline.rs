@@ -37,7 +37,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use codeops_tenant::RequestMeta;
 use http::{HeaderValue, Request, Response};
-use tonic::transport::server::TcpConnectInfo;
 use tonic::{Code, Status};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -170,8 +169,8 @@ where
         let path = req.uri().path();
         let span = tracing::info_span!(
             "rpc",
-            service = shared.service,
-            method = path,
+            service = %shared.service,
+            method = %path,
             request_id = %meta.request_id,
             tenant_id = tracing::field::Empty,
             user_id = tracing::field::Empty,
@@ -369,11 +368,7 @@ fn request_meta<B>(req: &Request<B>) -> RequestMeta {
         .filter(|v| v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
         .unwrap_or_else(|| Uuid::new_v4().to_string());
-    let peer_ip = req
-        .extensions()
-        .get::<TcpConnectInfo>()
-        .and_then(|info| info.remote_addr())
-        .map(|addr| addr.ip().to_string());
+    let peer_ip = crate::transport::peer_addr(req).map(|addr| addr.ip().to_string());
     let user_agent = req
         .headers()
         .get(http::header::USER_AGENT)

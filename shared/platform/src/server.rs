@@ -1,8 +1,9 @@
 //! The one server bootstrap every service goes through. It always adds the
 //! request pipeline (request ids, tracing spans, panic catching, message
 //! limits, metrics), then the auth layer (tokens, permissions), health,
-//! reflection (v1 and v1alpha, error details included) and the HTTP/2
-//! limits, so no service can forget one.
+//! reflection (v1 and v1alpha, error details included), the HTTP/2 limits
+//! and the transport settings (TLS, maximum connection age), so no service
+//! can forget one.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,13 +14,14 @@ use prost::Message;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding::Gzip;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tracing::Instrument;
 
 use crate::db::Db;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::pipeline::{MessageLimits, PipelineLayer};
+use crate::transport::{TransportSettings, incoming};
 
 /// How often health re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
@@ -44,8 +46,7 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 200;
 /// released instead of waiting on TCP.
 pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// TCP keepalive, for peers that vanish without a FIN.
-pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+pub use crate::transport::TCP_KEEPALIVE;
 /// The largest header list a request may send (hyper's default, stated).
 pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
@@ -97,37 +98,72 @@ pub struct PipelineSettings {
     /// their endpoints before it stops accepting calls
     /// (`CODEOPS_SHUTDOWN_DELAY_SECS`).
     pub pre_stop_delay: std::time::Duration,
+    /// TLS and the maximum connection age.
+    pub transport: TransportSettings,
 }
 
-/// Serves one service on `listener` until `shutdown` resolves. Health turns
-/// NOT_SERVING first, then in-flight calls finish.
+/// The ports a service listens on: its public one and, when the public
+/// one speaks TLS and services of the same process call it, a plaintext
+/// one on loopback for them.
+pub struct Listeners {
+    pub public: TcpListener,
+    pub loopback: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(public: TcpListener) -> Self {
+        Listeners {
+            public,
+            loopback: None,
+        }
+    }
+}
+
+/// Serves one service on `listeners` until `shutdown` resolves. Health
+/// turns NOT_SERVING first, then in-flight calls finish.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     spec: ServiceSpec,
     auth: AuthSettings,
     pipeline: PipelineSettings,
     db: Db,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let (reporter, health) = tonic_health::server::health_reporter();
+    let span = tracing::info_span!("server", service = %spec.name);
+    serve_service(listeners.into(), spec, auth, pipeline, db, shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn serve_service(
+    listeners: Listeners,
+    spec: ServiceSpec,
+    auth: AuthSettings,
+    pipeline: PipelineSettings,
+    db: Db,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let health = Health::new();
+    set_status(&health, spec.grpc_services, ServingStatus::Serving);
+    let watcher = tokio::spawn(
+        watch_database(db.clone(), health.clone(), spec.grpc_services).in_current_span(),
+    );
     // Health and reflection take and send gzip like every CodeOps service:
     // a client channel configured for gzip uses it on every call.
-    let health = health.accept_compressed(Gzip).send_compressed(Gzip);
-    set_status(&reporter, spec.grpc_services, ServingStatus::Serving).await;
-    let watcher = tokio::spawn(watch_database(
-        db.clone(),
-        reporter.clone(),
-        spec.grpc_services,
-    ));
+    let health_service = health
+        .service()
+        .accept_compressed(Gzip)
+        .send_compressed(Gzip);
 
     // Reflection lists what this port serves, not every CodeOps service.
     // It describes google.rpc's error details too (in the CodeOps
     // descriptor set), so grpcurl can print the details of an error.
+    let health_descriptors = health_descriptor_set();
     let reflection = || {
         spec.grpc_services.iter().fold(
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(codeops_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_file_descriptor_set(health_descriptors.clone())
                 .with_service_name("grpc.health.v1.Health"),
             |builder, service| builder.with_service_name(*service),
         )
@@ -143,7 +179,8 @@ pub async fn serve(
         .accept_compressed(Gzip)
         .send_compressed(Gzip);
 
-    let pipeline_pre_stop_delay = pipeline.pre_stop_delay;
+    let pre_stop_delay = pipeline.pre_stop_delay;
+    let transport = pipeline.transport.clone();
     let rpc_metrics = pipeline
         .metrics
         .register_rpc(spec.name, served_methods(spec.grpc_services));
@@ -162,46 +199,98 @@ pub async fn serve(
     });
     let routes = spec
         .routes
-        .add_service(health)
+        .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
-    let addr = listener.local_addr().ok();
-    tracing::info!(service = spec.name, addr = ?addr, "serving");
+    // The same stack on every port of the service; only TLS differs.
+    let server = || {
+        let mut server = tonic::transport::Server::builder()
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+            .http2_max_header_list_size(MAX_HEADER_LIST_BYTES);
+        if let Some(age) = transport.max_connection_age {
+            server = server.max_connection_age(age);
+        }
+        server
+    };
+    let max_age = transport
+        .max_connection_age
+        .map(|age| age + transport.max_connection_age_grace);
+
+    // Stop accepting once the shutdown has come and the pre-stop delay
+    // has passed; the loopback port follows the public one.
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let shutdown_health = health.clone();
     let grpc_services = spec.grpc_services;
-    let pre_stop_delay = pipeline_pre_stop_delay;
-    let shutdown_reporter = reporter.clone();
-    let result = tonic::transport::Server::builder()
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+    let public_shutdown = async move {
+        shutdown.await;
+        set_status(&shutdown_health, grpc_services, ServingStatus::NotServing);
+        // Still serving, but reported NOT_SERVING, while endpoints update.
+        tokio::time::sleep(pre_stop_delay).await;
+        // Watch streams end, so they do not hold the drain.
+        shutdown_health.close();
+        let _ = stopping.send(true);
+    };
+    let loopback = listeners.loopback.map(|listener| {
+        let addr = listener.local_addr().ok();
+        let mut stopped = stopped.clone();
+        let serving = server()
+            .layer(pipeline.clone())
+            .layer(auth.clone())
+            .add_routes(routes.clone())
+            .serve_with_incoming_shutdown(incoming(listener, max_age), async move {
+                let _ = stopped.wait_for(|stopped| *stopped).await;
+            });
+        (addr, serving)
+    });
+
+    let tls = transport.tls.is_some();
+    let mut public = server();
+    if let Some(config) = transport.tls {
+        public = public.tls_config(config)?;
+    }
+    if let Ok(addr) = listeners.public.local_addr() {
+        tracing::info!(%addr, tls, "serving");
+    }
+    let public = public
         // Outermost first: the pipeline sees every request, refused or not.
         .layer(pipeline)
         .layer(auth)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener), async move {
-            shutdown.await;
-            set_status(&shutdown_reporter, grpc_services, ServingStatus::NotServing).await;
-            // Still serving, but reported NOT_SERVING, while endpoints update.
-            tokio::time::sleep(pre_stop_delay).await;
-        })
-        .await;
+        .serve_with_incoming_shutdown(incoming(listeners.public, max_age), public_shutdown);
+    let result = match loopback {
+        None => public.await,
+        Some((addr, loopback)) => {
+            if let Some(addr) = addr {
+                tracing::info!(%addr, "serving plaintext on loopback for this process's services");
+            }
+            let (public, loopback) = tokio::join!(public, loopback);
+            public.and(loopback)
+        }
+    };
     watcher.abort();
-    tracing::info!(service = spec.name, "stopped");
+    tracing::info!("stopped");
     result
 }
 
-/// Accepted connections with `TCP_NODELAY` and TCP keepalive set (the
-/// builder's own socket options do not apply to a listener passed in).
-/// Without `TCP_NODELAY` the trailers of a unary answer, written after its
-/// message, wait for the client's delayed ACK: about 40 ms a call for any
-/// client that does not send something back at once.
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(TCP_KEEPALIVE))
+/// tonic-health's descriptor, under the file name the gRPC health
+/// protocol gives it (`grpc/health/v1/health.proto`), so reflection
+/// clients that ask for it by name, or resolve imports of it, find it.
+fn health_descriptor_set() -> prost_types::FileDescriptorSet {
+    let mut set = prost_types::FileDescriptorSet::decode(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .expect("descriptor sets are generated at build time and valid");
+    for file in &mut set.file {
+        if file.package() == "grpc.health.v1" {
+            file.name = Some(HEALTH_PROTO_FILE.to_owned());
+        }
+    }
+    set
 }
+
+/// The standard file name of `grpc.health.v1`.
+pub const HEALTH_PROTO_FILE: &str = "grpc/health/v1/health.proto";
 
 /// The infrastructure services every port serves besides its own.
 const INFRASTRUCTURE_SERVICES: [&str; 3] = [
@@ -241,15 +330,15 @@ fn served_methods(grpc_services: &[&str]) -> Vec<String> {
     methods
 }
 
-async fn set_status(reporter: &HealthReporter, services: &[&str], status: ServingStatus) {
-    reporter.set_service_status("", status).await;
+fn set_status(health: &Health, services: &[&str], status: ServingStatus) {
+    health.set("", status);
     for service in services {
-        reporter.set_service_status(*service, status).await;
+        health.set(service, status);
     }
 }
 
 /// NOT_SERVING while the database does not answer.
-async fn watch_database(db: Db, reporter: HealthReporter, services: &'static [&'static str]) {
+async fn watch_database(db: Db, health: Health, services: &'static [&'static str]) {
     let mut healthy = true;
     let mut slow = 0;
     loop {
@@ -276,7 +365,7 @@ async fn watch_database(db: Db, reporter: HealthReporter, services: &'static [&'
             } else {
                 ServingStatus::NotServing
             };
-            set_status(&reporter, services, status).await;
+            set_status(&health, services, status);
         }
     }
 }

@@ -409,6 +409,7 @@ pub fn suite_config(db: &TestDb) -> SuiteConfig {
         limits: MessageLimits::default(),
         request_timeout: None,
         shutdown: codeops::suite::ShutdownSettings::default(),
+        transport: codeops_platform::transport::TransportSettings::default(),
         service_token: SERVICE_TOKEN.to_owned(),
         identity_url: None,
         revocation_poll: REVOCATION_POLL,
@@ -440,8 +441,15 @@ impl TestApp {
 
     /// The three services on an existing (migrated) database.
     pub async fn spawn_on(db: TestDb) -> TestApp {
-        init_logging();
         let config = suite_config(&db);
+        Self::spawn_with(db, config).await
+    }
+
+    /// The three services on `db` with `config` (from `suite_config`,
+    /// changed as a test needs). Channels are plaintext: a test of TLS
+    /// builds its own.
+    pub async fn spawn_with(db: TestDb, config: SuiteConfig) -> TestApp {
+        init_logging();
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
         let services: Vec<_> = Service::ALL.iter().map(|s| (*s, loopback)).collect();
         let suite = codeops::suite::start(&config, &services, loopback)

@@ -404,3 +404,234 @@ async fn on_sigterm_health_turns_not_serving_while_calls_are_still_served_for_th
     });
     assert!(status.success(), "exit {status}\n{}", dev.transcript());
 }
+
+#[tokio::test]
+async fn bad_configuration_is_one_line_naming_the_variable_and_a_non_zero_exit() {
+    let missing_file = std::env::temp_dir().join("codeops-no-such-key.pem");
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "CODEOPS_SHUTDOWN_GRACE_SECS",
+            "abc",
+            r#"expected a number of seconds from 0 to 3600, got "abc""#,
+        ),
+        ("CODEOPS_IDENTITY_PORT", "99999", r#"got "99999""#),
+        ("CODEOPS_HOST", "nowhere", "expected an IP address"),
+        ("CODEOPS_DB_MAX_CONNECTIONS", "0", "expected a whole number"),
+        ("CODEOPS_MAX_CONNECTION_AGE_SECS", "-1", "seconds"),
+        ("CODEOPS_LOG_FORMAT", "xml", "expected one of text, json"),
+        ("CODEOPS_DB_SET_ROLE", "maybe", "expected true or false"),
+        ("CODEOPS_REVOCATION_POLL_SECS", "31", "from 1 to 30"),
+        (
+            "CODEOPS_JWT_PRIVATE_KEY",
+            missing_file.to_str().expect("utf-8 temp dir"),
+            "could not read",
+        ),
+        (
+            "CODEOPS_TLS_CERT",
+            "-----BEGIN CERTIFICATE-----",
+            "without CODEOPS_TLS_KEY",
+        ),
+        ("CODEOPS_IDENTITY_URL", "identity:50051", "expected an http"),
+        (
+            "DATABASE_URL",
+            "mysql://db/codeops",
+            "expected a postgres:// URL",
+        ),
+        ("RUST_LOG", "info,codeops=loud", "expected a log filter"),
+    ];
+    for (variable, value, expected) in cases {
+        let mut command = codeops(["serve", "all"]);
+        // Nothing listens on port 1: nothing is reached before the check.
+        command
+            .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+            .env("CODEOPS_HOST", "127.0.0.1")
+            .env(variable, value);
+        let output = output(command, Duration::from_secs(30)).await;
+        let lines = stderr_lines(&output);
+        assert!(
+            !output.status.success(),
+            "{variable}={value:?} started: {lines:#?}"
+        );
+        assert_eq!(
+            lines.len(),
+            1,
+            "{variable}={value:?}: expected one line on stderr, got {lines:#?}"
+        );
+        let line = &lines[0];
+        assert!(
+            line.starts_with(&format!("codeops: {variable}")),
+            "{variable}={value:?}: the line does not start with the variable: {line}"
+        );
+        assert!(line.contains(expected), "{variable}={value:?}: {line}");
+        assert!(!line.contains("panicked"), "{line}");
+        assert!(
+            !output.status.success() && output.status.code().is_some(),
+            "{variable}: {:?}",
+            output.status
+        );
+    }
+}
+
+/// The current assignee of a seeded decision, and another acme user to
+/// assign it to.
+async fn reassignment(pool: &sqlx::PgPool, decision: uuid::Uuid) -> String {
+    let current: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT assigned_to_id FROM core.decisions WHERE id = $1")
+            .bind(decision)
+            .fetch_one(pool)
+            .await
+            .expect("the seeded decision");
+    let other = if current == Some(crate::common::ids::BOB) {
+        crate::common::ids::CAROL
+    } else {
+        crate::common::ids::BOB
+    };
+    other.to_string()
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_calls_and_an_open_stream_finish_then_exits_0() {
+    use codeops_proto::decision::decision_service_client::DecisionServiceClient;
+    use codeops_proto::decision::{
+        AssignDecisionRequest, DecisionEventType, WatchDecisionsRequest,
+    };
+    use uuid::uuid;
+
+    const DELAY: Duration = Duration::from_secs(2);
+    // Seeded open acme decisions.
+    const FIRST: uuid::Uuid = uuid!("ffffffff-ffff-ffff-ffff-fffffffff001");
+    const SECOND: uuid::Uuid = uuid!("ffffffff-ffff-ffff-ffff-fffffffff002");
+
+    let db = TestDb::empty().await;
+    let ports = free_ports();
+    let mut command = dev_command(ports);
+    command
+        .env("DATABASE_URL", &db.url)
+        .env("CODEOPS_SHUTDOWN_DELAY_SECS", DELAY.as_secs().to_string())
+        .env("CODEOPS_SHUTDOWN_GRACE_SECS", "20");
+    let mut dev = Running::spawn(command);
+    wait_until_serving(&mut dev, ports).await;
+    let pool = db.admin_pool().await;
+
+    let login = AuthServiceClient::new(channel(addr(ports[0])))
+        .login(LoginRequest {
+            tenant_slug: "acme".into(),
+            email: "alice@acme.test".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .expect("login")
+        .into_inner();
+    let token = login.tokens.expect("tokens").access_token;
+    let decisions = DecisionServiceClient::new(channel(addr(ports[2])));
+    let mut stream = decisions
+        .clone()
+        .watch_decisions(crate::common::bearer(
+            WatchDecisionsRequest::default(),
+            &token,
+        ))
+        .await
+        .expect("WatchDecisions")
+        .into_inner();
+
+    // Two assignments held by row locks: the first is released during
+    // the pre-stop delay, the second only after the ports stopped
+    // accepting (in the grace period).
+    let mut assignees = Vec::new();
+    for decision in [FIRST, SECOND] {
+        assignees.push(reassignment(&pool, decision).await);
+    }
+    let mut locks = Vec::new();
+    let mut calls = Vec::new();
+    for (decision, assignee) in [FIRST, SECOND].into_iter().zip(assignees) {
+        let mut lock = pool.begin().await.expect("begin");
+        sqlx::query("SELECT 1 FROM core.decisions WHERE id = $1 FOR UPDATE")
+            .bind(decision)
+            .execute(&mut *lock)
+            .await
+            .expect("lock the decision's row");
+        locks.push(lock);
+        let assign = AssignDecisionRequest {
+            id: decision.to_string(),
+            assigned_to_id: assignee,
+            etag: String::new(),
+        };
+        let mut client = decisions.clone();
+        let token = token.clone();
+        calls.push(tokio::spawn(async move {
+            client
+                .assign_decision(crate::common::bearer(assign, &token))
+                .await
+        }));
+    }
+    // Both calls are waiting on their locks.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        calls.iter().all(|c| !c.is_finished()),
+        "the calls did not wait"
+    );
+
+    dev.signal(libc::SIGTERM);
+    let signalled = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut locks = locks.into_iter();
+    locks
+        .next()
+        .expect("first lock")
+        .commit()
+        .await
+        .expect("release the first lock");
+    let first = calls.remove(0).await.expect("first call task");
+    assert!(
+        first.is_ok(),
+        "the first in-flight call failed: {first:?}\n{}",
+        dev.transcript()
+    );
+
+    // Its event reaches the stream opened before the signal.
+    let event = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("an event within 5 s")
+        .expect("the stream goes on after SIGTERM")
+        .expect("an event, not the end");
+    assert_eq!(event.decision_id, FIRST.to_string());
+    assert_eq!(
+        DecisionEventType::try_from(event.event_type),
+        Ok(DecisionEventType::Assigned)
+    );
+    assert!(
+        signalled.elapsed() < DELAY,
+        "the event came after the pre-stop delay"
+    );
+
+    // After the delay the stream ends cleanly; the second call still runs.
+    let end = tokio::time::timeout(DELAY + Duration::from_secs(5), stream.message())
+        .await
+        .expect("the stream ends after the pre-stop delay");
+    assert!(matches!(end, Ok(None)), "a clean end: {end:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(signalled.elapsed() > DELAY);
+    assert!(!calls[0].is_finished(), "the second call ended early");
+    assert!(dev.try_status().is_none(), "exited with a call in flight");
+    locks
+        .next()
+        .expect("second lock")
+        .commit()
+        .await
+        .expect("release the second lock");
+    let second = calls.remove(0).await.expect("second call task");
+    assert!(
+        second.is_ok(),
+        "the call in flight during the grace period failed: {second:?}\n{}",
+        dev.transcript()
+    );
+
+    let status = dev.wait(SHUTDOWN).await.unwrap_or_else(|| {
+        panic!(
+            "codeops dev did not stop after its calls finished\n{}",
+            dev.transcript()
+        )
+    });
+    assert!(status.success(), "exit {status}\n{}", dev.transcript());
+    pool.close().await;
+}

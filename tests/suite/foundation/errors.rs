@@ -7,10 +7,15 @@ use codeops_proto::identity::{
     CreateTeamRequest, DeleteTeamRequest, GetTeamRequest, Team, UpdateTeamRequest,
 };
 use codeops_proto::planning::GetOutcomeRequest;
+use std::time::{Duration, Instant};
+
+use codeops::suite::Service;
 use tonic::{Code, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
+use crate::common::grpc::health_status;
 use crate::common::{PASSWORD, TestApp, bearer, with_database};
 use crate::identity::support::{expect_code, mask, teams};
 
@@ -156,6 +161,18 @@ async fn every_client_error_class_carries_its_documented_details() {
     app.shutdown().await;
 }
 
+/// Polls planning's health until it reports `want` (at most 20 s).
+async fn planning_health_becomes(app: &TestApp, want: ServingStatus) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if health_status(app.channel(Service::Planning), "").await.ok() == Some(want) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn unavailable_carries_retry_info_while_the_database_is_unreachable() {
     let app = TestApp::spawn().await;
@@ -166,6 +183,14 @@ async fn unavailable_carries_retry_info_while_the_database_is_unreachable() {
         .await
         .expect("superuser connection to the postgres database");
     let database = app.db.name.clone();
+    let get = || {
+        bearer(
+            GetOutcomeRequest {
+                id: Uuid::new_v4().to_string(),
+            },
+            &token,
+        )
+    };
     sqlx::raw_sql(&format!(
         r#"ALTER DATABASE "{database}" ALLOW_CONNECTIONS false"#
     ))
@@ -178,15 +203,16 @@ async fn unavailable_carries_retry_info_while_the_database_is_unreachable() {
         .await
         .expect("terminate the services' connections");
 
-    let result = app
-        .outcomes()
-        .get_outcome(bearer(
-            GetOutcomeRequest {
-                id: Uuid::new_v4().to_string(),
-            },
-            &token,
-        ))
-        .await;
+    // Once health has noticed, a call is refused at once: no pool wait, no
+    // connection attempt.
+    let noticed = planning_health_becomes(&app, ServingStatus::NotServing).await;
+    let mut latencies = Vec::new();
+    let mut results = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        results.push(app.outcomes().get_outcome(get()).await);
+        latencies.push(started.elapsed());
+    }
 
     sqlx::raw_sql(&format!(
         r#"ALTER DATABASE "{database}" ALLOW_CONNECTIONS true"#
@@ -194,10 +220,29 @@ async fn unavailable_carries_retry_info_while_the_database_is_unreachable() {
     .execute(&admin)
     .await
     .expect("allow connections again");
-    let status = expect_code(result, Code::Unavailable);
-    assert_reason(&status, "DATABASE_UNAVAILABLE");
-    assert!(status.get_details_retry_info().is_some(), "RetryInfo");
-    assert!(!status.message().contains("connection"), "no driver text");
+    assert!(
+        noticed,
+        "health stayed SERVING with the database unreachable"
+    );
+    for result in results {
+        let status = expect_code(result, Code::Unavailable);
+        assert_reason(&status, "DATABASE_UNAVAILABLE");
+        assert!(status.get_details_retry_info().is_some(), "RetryInfo");
+        assert!(!status.message().contains("connection"), "no driver text");
+    }
+    let slowest = latencies.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < Duration::from_millis(100),
+        "UNAVAILABLE took up to {slowest:?}: {latencies:?}"
+    );
+
+    // The database is back: calls succeed again without a restart.
+    assert!(
+        planning_health_becomes(&app, ServingStatus::Serving).await,
+        "health did not recover with the database back"
+    );
+    let status = expect_code(app.outcomes().get_outcome(get()).await, Code::NotFound);
+    assert_reason(&status, "RESOURCE_NOT_FOUND");
     admin.close().await;
     app.shutdown().await;
 }

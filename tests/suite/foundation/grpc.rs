@@ -3,17 +3,22 @@
 //! (`foundation::pipeline`).
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use codeops::suite::Service;
 use codeops_proto::decision::{GetDecisionRequest, ListDecisionsRequest};
 use codeops_proto::planning::{GetOutcomeRequest, ListOutcomesRequest};
+use prost::Message;
+use prost_types::FileDescriptorProto;
 use sqlx::PgPool;
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use uuid::Uuid;
 
 use crate::common::grpc::{
-    HEALTH_SERVICE, health_status, list_services_v1, list_services_v1alpha, services_of,
+    HEALTH_SERVICE, file_containing_symbol_v1, file_containing_symbol_v1alpha, health_status,
+    list_services_v1, list_services_v1alpha, services_of,
 };
 use crate::common::{TestApp, bearer, ids, with_database};
 
@@ -84,6 +89,136 @@ async fn health_of_an_unknown_service_is_not_found() {
         .await
         .expect_err("an unknown service has no health");
     assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn health_watch_of_an_unknown_service_streams_service_unknown_and_stays_open() {
+    let app = TestApp::spawn().await;
+    let mut stream = app
+        .health(Service::Planning)
+        .watch(HealthCheckRequest {
+            service: "codeops.nope.v1.Nothing".into(),
+        })
+        .await
+        .expect("Watch of an unknown service opens a stream, not NOT_FOUND")
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a first status within 5 s")
+        .expect("no error")
+        .expect("a status, not the end");
+    assert_eq!(first.status, ServingStatus::ServiceUnknown as i32);
+    // The stream stays open (the service could still appear): nothing
+    // more arrives, neither an end nor an error.
+    let more = tokio::time::timeout(Duration::from_millis(500), stream.message()).await;
+    assert!(more.is_err(), "the stream went on with {more:?}");
+}
+
+/// The next answer of a health Watch, within 5 s.
+async fn next_health(
+    stream: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
+) -> Result<Option<tonic_health::pb::HealthCheckResponse>, tonic::Status> {
+    tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("an answer within 5 s")
+}
+
+#[tokio::test]
+async fn health_watch_sends_the_status_and_its_change_on_shutdown() {
+    let app = TestApp::spawn().await;
+    let mut stream = app
+        .health(Service::Decision)
+        .watch(HealthCheckRequest {
+            service: "codeops.decision.v1.DecisionService".into(),
+        })
+        .await
+        .expect("Watch")
+        .into_inner();
+    let first = next_health(&mut stream)
+        .await
+        .expect("no error")
+        .expect("a status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let stopping = tokio::spawn(app.shutdown());
+    let second = next_health(&mut stream)
+        .await
+        .expect("no error")
+        .expect("a status");
+    assert_eq!(second.status, ServingStatus::NotServing as i32);
+    // Then the stream ends (OK): a watcher does not hold the drain.
+    let end = next_health(&mut stream).await;
+    assert!(matches!(end, Ok(None)), "a clean end: {end:?}");
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("shutdown does not wait out the grace period")
+        .expect("shutdown task");
+}
+
+/// The files reflection (v1) answers `FileByFilename(name)` with.
+async fn file_by_filename(
+    channel: tonic::transport::Channel,
+    name: &str,
+) -> Result<Vec<FileDescriptorProto>, tonic::Status> {
+    use pb::server_reflection_request::MessageRequest;
+    use pb::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1 as pb;
+    let request = pb::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileByFilename(name.to_owned())),
+    };
+    let mut responses = pb::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await?
+        .into_inner();
+    match responses.message().await?.and_then(|r| r.message_response) {
+        Some(MessageResponse::FileDescriptorResponse(files)) => {
+            Ok(decode_files(files.file_descriptor_proto))
+        }
+        Some(MessageResponse::ErrorResponse(error)) => Err(tonic::Status::new(
+            Code::from_i32(error.error_code),
+            error.error_message,
+        )),
+        other => Err(tonic::Status::internal(format!(
+            "unexpected answer {other:?}"
+        ))),
+    }
+}
+
+fn decode_files(encoded: Vec<Vec<u8>>) -> Vec<FileDescriptorProto> {
+    encoded
+        .iter()
+        .map(|bytes| FileDescriptorProto::decode(bytes.as_slice()).expect("a FileDescriptorProto"))
+        .collect()
+}
+
+#[tokio::test]
+async fn reflection_serves_health_under_its_standard_file_name() {
+    const FILE: &str = "grpc/health/v1/health.proto";
+    let app = TestApp::spawn().await;
+    for service in Service::ALL {
+        for (version, files) in [
+            (
+                "v1",
+                file_containing_symbol_v1(app.channel(service), HEALTH_SERVICE).await,
+            ),
+            (
+                "v1alpha",
+                file_containing_symbol_v1alpha(app.channel(service), HEALTH_SERVICE).await,
+            ),
+        ] {
+            let files = decode_files(files.unwrap_or_else(|s| {
+                panic!("{version} FileContainingSymbol({HEALTH_SERVICE}) on {service:?}: {s:?}")
+            }));
+            let names: Vec<_> = files.iter().map(|f| f.name().to_owned()).collect();
+            assert_eq!(names, [FILE], "{version} on {service:?}");
+        }
+        let files = file_by_filename(app.channel(service), FILE)
+            .await
+            .unwrap_or_else(|s| panic!("FileByFilename({FILE}) on {service:?}: {s:?}"));
+        assert_eq!(files.len(), 1, "{service:?}");
+        assert_eq!(files[0].package(), "grpc.health.v1");
+        assert_eq!(files[0].service[0].name(), "Health");
+    }
 }
 
 async fn ids_of(pool: &PgPool, table: &str, tenant: Uuid) -> BTreeSet<String> {

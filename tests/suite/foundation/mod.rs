@@ -11,3 +11,4 @@ mod limits;
 mod pipeline;
 mod schema;
 mod security;
+mod transport;
