@@ -84,6 +84,8 @@ pub async fn create(db: DbArgs, args: CreateTenantArgs) -> anyhow::Result<()> {
             owner_first_name: args.owner_first_name,
             owner_last_name: args.owner_last_name,
             owner_password: args.owner_password.unwrap_or_default(),
+            // A command line is not retried by a mesh.
+            request_key: None,
         },
         &Hasher::new(args.bcrypt_cost, 1),
         &meta,

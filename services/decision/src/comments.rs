@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use codeops_platform::convert::{etag, id_string, opt_timestamp};
 use codeops_platform::error::DOMAIN;
 use codeops_platform::validate::{LONG_TEXT, SHORT_TEXT, check_etag};
-use codeops_platform::{ApiError, AuditAction, AuditEntry, Cursor, Db, Page, TenantTx, Violations};
+use codeops_platform::{
+    ApiError, AuditAction, AuditEntry, Claim, Cursor, Db, Page, RequestKey, TenantTx, Violations,
+};
 use codeops_proto::decision::comment_service_server::CommentService;
 use codeops_proto::decision::{
     AddCommentRequest, Comment, DecisionStatus, DeleteCommentRequest, ListCommentsRequest,
@@ -179,9 +181,14 @@ impl CommentService for Comments {
         let content = v.required("content", &req.content, LONG_TEXT);
         let parent_id = v.optional_uuid("parent_id", &req.parent_id);
         let option_id = v.optional("option_id", &req.option_id, SHORT_TEXT);
+        let key = RequestKey::parse(&mut v, req);
         v.finish()?;
 
         let mut tx = self.db.write(ctx).await?;
+        let id = Uuid::now_v7();
+        if let Claim::Replay(first) = tx.claim(key.as_ref(), id).await? {
+            return Ok(Response::new(get(&mut tx, first).await?.into_proto()));
+        }
         lock_decision(&mut tx, decision_id).await?;
         let before = decisions::get(&mut tx, decision_id).await?;
         if DECISION_LIFECYCLE.is_terminal(before.status()) {
@@ -206,7 +213,6 @@ impl CommentService for Comments {
 
         // A reply is created after its parent (by at least a microsecond,
         // whatever the clock does), so creation order is thread order.
-        let id = Uuid::now_v7();
         sqlx::query!(
             "INSERT INTO core.decision_comments (id, tenant_id, decision_id, author_id, parent_id, content, \
                  option_id, is_edited, created_at, updated_at) \

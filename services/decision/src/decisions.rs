@@ -8,8 +8,8 @@ use codeops_platform::convert::{
 };
 use codeops_platform::validate::{LONG_TEXT, SHORT_TEXT, TITLE_TEXT, check_etag, contains_pattern};
 use codeops_platform::{
-    ApiError, AuditAction, AuditEntry, Db, Ordering, Page, Position, SortKind, SortValue, TenantTx,
-    Violations,
+    ApiError, AuditAction, AuditEntry, Claim, Db, Ordering, Page, Position, RequestKey, SortKind,
+    SortValue, TenantTx, Violations,
 };
 use codeops_proto::decision::decision_service_server::DecisionService;
 use codeops_proto::decision::{
@@ -486,6 +486,7 @@ impl DecisionService for Decisions {
                 "is required with a hypothesis: the hypothesis's outcome",
             );
         }
+        let key = RequestKey::parse(&mut v, request.get_ref());
         v.finish()?;
         let sla_hours = if decision.sla_hours == 0 {
             let priority = DecisionPriority::try_from(decision.priority).unwrap_or_default();
@@ -499,6 +500,9 @@ impl DecisionService for Decisions {
 
         let mut tx = self.db.write(ctx).await?;
         let id = Uuid::now_v7();
+        if let Claim::Replay(first) = tx.claim(key.as_ref(), id).await? {
+            return Ok(Response::new(get(&mut tx, first).await?.into_proto()));
+        }
         sqlx::query!(
             "WITH t AS (SELECT clock_timestamp() AS at) \
              INSERT INTO core.decisions (id, tenant_id, title, description, context, options, status, priority, \

@@ -5,7 +5,9 @@
 use chrono::{DateTime, Utc};
 use codeops_platform::convert::{enum_from_db, enum_to_db, etag, id_string, opt_timestamp};
 use codeops_platform::validate::{LONG_TEXT, SHORT_TEXT, TAG_TEXT, check_etag, contains_pattern};
-use codeops_platform::{ApiError, AuditAction, AuditEntry, Cursor, Db, Page, TenantTx, Violations};
+use codeops_platform::{
+    ApiError, AuditAction, AuditEntry, Claim, Cursor, Db, Page, RequestKey, TenantTx, Violations,
+};
 use codeops_proto::decision::stakeholder_service_server::StakeholderService;
 use codeops_proto::decision::{
     CreateStakeholderRequest, DeactivateStakeholderRequest, GetStakeholderRequest,
@@ -300,10 +302,14 @@ impl StakeholderService for Stakeholders {
                 "is required for an INTERNAL stakeholder",
             );
         }
+        let key = RequestKey::parse(&mut v, request.get_ref());
         v.finish()?;
 
         let mut tx = self.db.write(ctx).await?;
         let id = Uuid::now_v7();
+        if let Claim::Replay(first) = tx.claim(key.as_ref(), id).await? {
+            return Ok(Response::new(get(&mut tx, first).await?.into_proto()));
+        }
         let user_id = f.user_id.flatten();
         sqlx::query!(
             "INSERT INTO core.stakeholders (id, tenant_id, name, email, title, organization, phone, avatar_url, \

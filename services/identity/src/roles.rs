@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use codeops_platform::convert::{enum_from_db, enum_to_db, etag, opt_timestamp, timestamp};
 use codeops_platform::validate::{SHORT_TEXT, check_etag};
-use codeops_platform::{ApiError, AuditAction, AuditEntry, Cursor, Page, TenantTx, Violations};
+use codeops_platform::{
+    ApiError, AuditAction, AuditEntry, Claim, Cursor, Page, RequestKey, TenantTx, Violations,
+};
 use codeops_proto::identity::role_service_server::RoleService;
 use codeops_proto::identity::{
     CreateRoleRequest, DeleteRoleRequest, DeleteRoleResponse, GetRoleRequest,
@@ -258,6 +260,7 @@ impl RoleService for Svc {
         let category = v.enum_value::<RoleCategory>("role.category", role.category);
         let level = v.enum_value::<RoleLevel>("role.level", role.level);
         let permissions = parse_permission_codes(&mut v, "role.permissions", &role.permissions);
+        let key = RequestKey::parse(&mut v, request.get_ref());
         v.finish()?;
         ensure_can_grant(ctx, permissions)?;
         let category =
@@ -266,6 +269,9 @@ impl RoleService for Svc {
 
         let mut tx = self.write_tx(ctx).await?;
         let id = Uuid::now_v7();
+        if let Claim::Replay(first) = tx.claim(key.as_ref(), id).await? {
+            return Ok(Response::new(get(&mut tx, first).await?.into_proto()));
+        }
         sqlx::query!(
             "INSERT INTO core.roles (id, tenant_id, code, name, description, category, level, is_system_role, \
                  created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, false, now(), now())",

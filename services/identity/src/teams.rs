@@ -5,7 +5,9 @@ use codeops_platform::convert::{
     enum_from_db, enum_to_db, etag, id_string, json_to_struct, opt_timestamp, timestamp,
 };
 use codeops_platform::validate::{SHORT_TEXT, check_etag, contains_pattern};
-use codeops_platform::{ApiError, AuditAction, AuditEntry, Cursor, Page, TenantTx, Violations};
+use codeops_platform::{
+    ApiError, AuditAction, AuditEntry, Claim, Cursor, Page, RequestKey, TenantTx, Violations,
+};
 use codeops_proto::identity::team_service_server::TeamService;
 use codeops_proto::identity::{
     AddTeamMemberRequest, CreateTeamRequest, DeleteTeamRequest, GetTeamRequest,
@@ -167,13 +169,17 @@ impl TeamService for Svc {
         let color = color(&mut v, &team.color);
         let lead_id = v.optional_uuid("team.lead_id", &team.lead_id);
         let settings = v.json_struct("team.settings", team.settings.as_ref());
+        let key = RequestKey::parse(&mut v, request.get_ref());
         v.finish()?;
 
         let mut tx = self.write_tx(ctx).await?;
+        let id = Uuid::now_v7();
+        if let Claim::Replay(first) = tx.claim(key.as_ref(), id).await? {
+            return Ok(Response::new(get(&mut tx, first).await?.into_proto()));
+        }
         if let Some(lead_id) = lead_id {
             ensure_user_in_tenant(&mut tx, lead_id, "team.lead_id").await?;
         }
-        let id = Uuid::now_v7();
         sqlx::query!(
             "INSERT INTO core.teams (id, tenant_id, name, slug, description, icon_url, color, lead_id, is_active, \
                  settings, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true, $9, now(), now())",

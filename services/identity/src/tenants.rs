@@ -5,7 +5,9 @@
 use chrono::{DateTime, Utc};
 use codeops_platform::convert::{enum_from_db, etag, json_to_struct, opt_timestamp, timestamp};
 use codeops_platform::validate::{SHORT_TEXT, UpdateMask, check_etag, normalize_email};
-use codeops_platform::{Actor, ApiError, AuditAction, AuditEntry, Db, TenantTx, Violations};
+use codeops_platform::{
+    Actor, ApiError, AuditAction, AuditEntry, Claim, Db, RequestKey, TenantTx, Violations,
+};
 use codeops_proto::identity::tenant_service_server::TenantService;
 use codeops_proto::identity::{
     AppointOwnerRequest, CancelTenantRequest, CreateTenantRequest, CreateTenantResponse,
@@ -207,11 +209,15 @@ pub struct NewTenant {
     pub owner_last_name: String,
     /// Empty: a random one is generated and returned once.
     pub owner_password: String,
+    /// The call's idempotency key (AIP-155), if it has one.
+    pub request_key: Option<RequestKey>,
 }
 
 pub struct CreatedTenant {
     pub tenant: Tenant,
     pub owner: User,
+    /// The generated password, shown to the first call only: a retry
+    /// answered from its idempotency key gets none.
     pub generated_password: Option<String>,
 }
 
@@ -224,6 +230,13 @@ fn generate_password() -> Result<String, ApiError> {
 }
 
 /// Creates a tenant and its first OWNER in one transaction, audited.
+///
+/// With an idempotency key the tenant's id is the one the key determines
+/// ([`RequestKey::derived_id`]): the key is stored under the new tenant, so
+/// a retry (which has no tenant either) opens its transaction in that same
+/// tenant as the operator, waits there for a first call still running, and
+/// answers the tenant and its first owner as they are now, without a
+/// password.
 pub async fn create_tenant(
     db: &Db,
     input: NewTenant,
@@ -247,11 +260,23 @@ pub async fn create_tenant(
     v.finish()?;
     let hash = hasher.hash(password.clone()).await?;
 
-    let tenant_id = Uuid::now_v7();
+    let key = input.request_key;
+    let tenant_id = key
+        .as_ref()
+        .map_or_else(Uuid::now_v7, RequestKey::derived_id);
     let owner_id = Uuid::now_v7();
     // The new tenant's id is the transaction's tenant, so row-level
     // security lets these inserts through and nothing else.
     let mut tx = db.write_as(Actor::operator(tenant_id, meta)).await?;
+    if let Claim::Replay(first_owner) = tx.claim(key.as_ref(), owner_id).await? {
+        let tenant = get(&mut tx).await?;
+        let owner = users::get(&mut tx, first_owner).await?;
+        return Ok(CreatedTenant {
+            tenant: tenant.into_proto(),
+            owner: owner.into_proto(),
+            generated_password: None,
+        });
+    }
     sqlx::query!(
         "INSERT INTO core.tenants (id, name, slug, logo_url, settings, status, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, 'ACTIVE', now(), now())",
@@ -509,6 +534,9 @@ impl TenantService for Svc {
         let operator = request.operator()?;
         let req = request.get_ref();
         let tenant = req.tenant.clone().unwrap_or_default();
+        let mut v = Violations::new();
+        let request_key = RequestKey::parse(&mut v, req);
+        v.finish()?;
         let created = create_tenant(
             &self.db,
             NewTenant {
@@ -519,6 +547,7 @@ impl TenantService for Svc {
                 owner_first_name: req.owner_first_name.clone(),
                 owner_last_name: req.owner_last_name.clone(),
                 owner_password: req.owner_password.clone(),
+                request_key,
             },
             &self.passwords,
             &operator.meta,

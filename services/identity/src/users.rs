@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use codeops_platform::convert::{etag, id_string, opt_timestamp, timestamp};
 use codeops_platform::validate::{SHORT_TEXT, check_etag, contains_pattern};
-use codeops_platform::{ApiError, AuditAction, AuditEntry, Cursor, Page, TenantTx, Violations};
+use codeops_platform::{
+    ApiError, AuditAction, AuditEntry, Claim, Cursor, Page, RequestKey, TenantTx, Violations,
+};
 use codeops_proto::identity::user_service_server::UserService;
 use codeops_proto::identity::{
     AssignRoleRequest, CreateUserRequest, DeactivateUserRequest, GetUserRequest, ListUsersRequest,
@@ -301,11 +303,16 @@ impl UserService for Svc {
         let role_id = v.uuid("user.role_id", &user.role_id);
         let manager_id = v.optional_uuid("user.manager_id", &user.manager_id);
         check_new_password(&mut v, "password", &req.password, &email);
+        let key = RequestKey::parse(&mut v, req);
         v.finish()?;
         // Hashed before the transaction: no connection is held while bcrypt runs.
         let password_hash = self.passwords.hash(req.password.clone()).await?;
 
         let mut tx = self.write_tx(ctx).await?;
+        let id = Uuid::now_v7();
+        if let Claim::Replay(first) = tx.claim(key.as_ref(), id).await? {
+            return Ok(Response::new(get(&mut tx, first).await?.into_proto()));
+        }
         let role = load_visible_role(&mut tx, role_id)
             .await?
             .ok_or_else(|| ApiError::field("user.role_id", "no such role"))?;
@@ -313,7 +320,6 @@ impl UserService for Svc {
         if let Some(manager_id) = manager_id {
             check_manager(&mut tx, Uuid::nil(), manager_id).await?;
         }
-        let id = Uuid::now_v7();
         sqlx::query!(
             "INSERT INTO core.users (id, tenant_id, email, password_hash, first_name, last_name, title, department, \
                  avatar_url, role_id, manager_id, is_active, created_at, updated_at) \

@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 use codeops_platform::convert::{enum_from_db, enum_to_db, etag, id_string, opt_timestamp};
 use codeops_platform::validate::{LONG_TEXT, SHORT_TEXT, TITLE_TEXT, check_etag, contains_pattern};
-use codeops_platform::{ApiError, AuditAction, AuditEntry, Cursor, Db, Page, TenantTx, Violations};
+use codeops_platform::{
+    ApiError, AuditAction, AuditEntry, Claim, Cursor, Db, Page, RequestKey, TenantTx, Violations,
+};
 use codeops_proto::planning::hypothesis_service_server::HypothesisService;
 use codeops_proto::planning::{
     AbandonHypothesisRequest, BlockHypothesisRequest, ConcludeHypothesisRequest,
@@ -388,9 +390,14 @@ impl HypothesisService for Hypotheses {
         let mut v = Violations::new();
         let outcome_id = v.uuid("hypothesis.outcome_id", &hypothesis.outcome_id);
         let f = fields(&hypothesis, |_| true, &mut v);
+        let key = RequestKey::parse(&mut v, request.get_ref());
         v.finish()?;
 
         let mut tx = self.db.write(ctx).await?;
+        let id = Uuid::now_v7();
+        if let Claim::Replay(first) = tx.claim(key.as_ref(), id).await? {
+            return Ok(Response::new(get(&mut tx, first).await?.into_proto()));
+        }
         let Some(outcome) = lock_outcome(&mut tx, outcome_id).await? else {
             return Err(ApiError::field(
                 "hypothesis.outcome_id",
@@ -401,7 +408,6 @@ impl HypothesisService for Hypotheses {
         if OUTCOME_LIFECYCLE.is_terminal(outcome) {
             return Err(outcome_closed(outcome).into());
         }
-        let id = Uuid::now_v7();
         sqlx::query!(
             "INSERT INTO core.hypotheses (id, tenant_id, outcome_id, title, belief, expected_result, \
                  measurement_criteria, status, priority, owner_id, experiment_config, external_refs, tags, \

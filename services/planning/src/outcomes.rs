@@ -5,8 +5,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use codeops_platform::convert::{enum_from_db, enum_to_db, etag, id_string, opt_timestamp};
 use codeops_platform::validate::{LONG_TEXT, SHORT_TEXT, TITLE_TEXT, check_etag, contains_pattern};
 use codeops_platform::{
-    ApiError, AuditAction, AuditEntry, Db, Ordering, Page, Position, SortKind, SortValue, TenantTx,
-    Violations,
+    ApiError, AuditAction, AuditEntry, Claim, Db, Ordering, Page, Position, RequestKey, SortKind,
+    SortValue, TenantTx, Violations,
 };
 use codeops_proto::planning::outcome_service_server::OutcomeService;
 use codeops_proto::planning::{
@@ -424,10 +424,14 @@ impl OutcomeService for Outcomes {
             }
         };
         let f = fields(&outcome, |_| true, &mut v);
+        let key = RequestKey::parse(&mut v, request.get_ref());
         v.finish()?;
 
         let mut tx = self.db.write(ctx).await?;
         let id = Uuid::now_v7();
+        if let Claim::Replay(first) = tx.claim(key.as_ref(), id).await? {
+            return Ok(Response::new(get(&mut tx, first).await?.into_proto()));
+        }
         sqlx::query!(
             "INSERT INTO core.outcomes (id, tenant_id, title, description, success_criteria, target_metrics, \
                  current_metrics, status, priority, team_id, owner_id, target_date, external_refs, tags, \

@@ -1,0 +1,7 @@
+-- Planning's idempotency keys (core.request_ids, created by identity's
+-- migration 10005): its role sees and writes only its tenant's keys of
+-- planning's own methods.
+CREATE POLICY planning_keys ON core.request_ids TO codeops_planning
+    USING (tenant_id = core.current_tenant_id() AND starts_with(method, '/codeops.planning.v1.'))
+    WITH CHECK (tenant_id = core.current_tenant_id() AND starts_with(method, '/codeops.planning.v1.'));
+GRANT SELECT, INSERT, UPDATE, DELETE ON core.request_ids TO codeops_planning;
