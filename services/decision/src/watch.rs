@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 
 use chrono::{DateTime, Utc};
 use codeops_platform::convert::opt_timestamp;
-use codeops_platform::error::DOMAIN;
+use codeops_platform::error::{DOMAIN, UNAVAILABLE_RETRY};
 use codeops_platform::{ApiError, Db, TenantTx};
 use codeops_proto::decision::{DecisionEvent, DecisionEventType};
 use tokio::sync::{mpsc, watch};
@@ -398,18 +398,20 @@ fn ended(
         ),
         None => (String::new(), String::new()),
     };
-    Status::with_error_details(
-        code,
-        message,
-        ErrorDetails::with_error_info(
-            reason,
-            DOMAIN,
-            HashMap::from([
-                ("last_event_id".to_owned(), id),
-                ("last_event_time".to_owned(), time),
-            ]),
-        ),
-    )
+    let mut details = ErrorDetails::with_error_info(
+        reason,
+        DOMAIN,
+        HashMap::from([
+            ("last_event_id".to_owned(), id),
+            ("last_event_time".to_owned(), time),
+        ]),
+    );
+    // UNAVAILABLE is retryable by convention; say after how long, as every
+    // other UNAVAILABLE of the suite does.
+    if code == Code::Unavailable {
+        details.set_retry_info(Some(UNAVAILABLE_RETRY));
+    }
+    Status::with_error_details(code, message, details)
 }
 
 fn interrupted(last: Option<&(String, Option<prost_types::Timestamp>)>) -> Status {
@@ -423,9 +425,11 @@ fn interrupted(last: Option<&(String, Option<prost_types::Timestamp>)>) -> Statu
 }
 
 fn shutting_down() -> Status {
+    let mut details = ErrorDetails::with_error_info("SHUTTING_DOWN", DOMAIN, HashMap::new());
+    details.set_retry_info(Some(UNAVAILABLE_RETRY));
     Status::with_error_details(
         Code::Unavailable,
         "the service is shutting down; watch again",
-        ErrorDetails::with_error_info("SHUTTING_DOWN", DOMAIN, HashMap::new()),
+        details,
     )
 }

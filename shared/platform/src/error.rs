@@ -19,7 +19,7 @@ pub const MAX_FIELD_VIOLATIONS: usize = 50;
 
 /// How long a client should wait before retrying while the database is
 /// unreachable.
-const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
+pub const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
 
 /// A stable reason with its client-facing message, for errors whose text
 /// is fixed (`ApiError::Unauthenticated(BAD_CREDENTIALS)`).

@@ -416,6 +416,10 @@ async fn a_lost_listener_connection_ends_streams_with_watch_interrupted_and_watc
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     let info = status.get_details_error_info().expect("an ErrorInfo");
     assert_eq!(info.reason, "WATCH_INTERRUPTED");
+    assert!(
+        status.get_details_retry_info().is_some(),
+        "UNAVAILABLE says when to retry: {status:?}"
+    );
     assert_eq!(info.domain, "codeops");
     assert_eq!(info.metadata.get("last_event_id"), Some(&delivered.id));
     assert!(!info.metadata["last_event_time"].is_empty());

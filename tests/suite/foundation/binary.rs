@@ -13,7 +13,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use crate::common::grpc::{HEALTH_SERVICE, IDENTITY_SERVICES, health_status, list_services_v1};
 use crate::common::metrics::{sample, scrape};
 use crate::common::process::{Running, codeops, output};
-use crate::common::{PASSWORD, TestDb, channel};
+use crate::common::{PASSWORD, TestDb, channel, free_port};
 
 /// How long `dev` may take to serve (a private cluster runs initdb first).
 const STARTUP: Duration = Duration::from_secs(90);
@@ -22,14 +22,7 @@ const SHUTDOWN: Duration = Duration::from_secs(30);
 
 /// Three distinct ports that were free a moment ago.
 fn free_ports() -> [u16; 3] {
-    let listeners: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    let ports: Vec<u16> = listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect();
-    [ports[0], ports[1], ports[2]]
+    [free_port(), free_port(), free_port()]
 }
 
 fn dev_command(ports: [u16; 3]) -> tokio::process::Command {
@@ -432,6 +425,11 @@ async fn bad_configuration_is_one_line_naming_the_variable_and_a_non_zero_exit()
             "without CODEOPS_TLS_KEY",
         ),
         ("CODEOPS_IDENTITY_URL", "identity:50051", "expected an http"),
+        (
+            "CODEOPS_IDENTITY_URL",
+            "https://identity:50051",
+            "https:// is not supported",
+        ),
         (
             "DATABASE_URL",
             "mysql://db/codeops",
