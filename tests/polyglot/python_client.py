@@ -14,9 +14,11 @@ revoked session may keep working outside identity's writes).
 Plain asserts; any failure exits non-zero with a message saying what broke.
 """
 
+import atexit
 import os
 import pathlib
 import queue
+import shutil
 import sys
 import tempfile
 import threading
@@ -38,6 +40,7 @@ def generate_stubs():
 
     well_known = pathlib.Path(grpc_tools.__file__).parent / "_proto"
     out = pathlib.Path(tempfile.mkdtemp(prefix="codeops-polyglot-stubs-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     codeops = sorted(str(p.relative_to(PROTO)) for p in PROTO.glob("codeops/**/*.proto"))
     vendored = sorted(str(p.relative_to(PROTO)) for p in PROTO.glob("google/**/*.proto"))
     assert codeops, f"no codeops protos under {PROTO}"
