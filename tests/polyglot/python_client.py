@@ -39,7 +39,9 @@ def generate_stubs():
     from grpc_tools import protoc
 
     well_known = pathlib.Path(grpc_tools.__file__).parent / "_proto"
-    out = pathlib.Path(tempfile.mkdtemp(prefix="codeops-polyglot-stubs-"))
+    # Under scripts/ci/polyglot's work folder when it runs us (removed even
+    # when we are killed), else a temporary folder of our own.
+    out = pathlib.Path(tempfile.mkdtemp(prefix="stubs-", dir=os.environ.get("POLYGLOT_WORK")))
     atexit.register(shutil.rmtree, out, ignore_errors=True)
     codeops = sorted(str(p.relative_to(PROTO)) for p in PROTO.glob("codeops/**/*.proto"))
     vendored = sorted(str(p.relative_to(PROTO)) for p in PROTO.glob("google/**/*.proto"))
