@@ -574,6 +574,17 @@ def run_errors(alice, dan):
         f"ResourceInfo {details.get('ResourceInfo')}"
     )
 
+    step("wrong port: UNIMPLEMENTED, ErrorInfo METHOD_NOT_FOUND naming the method")
+    wrong_port = planning_pb2_grpc.OutcomeServiceStub(identity_ch)
+    _, _, details = expect_error(
+        "planning's ListOutcomes sent to identity's port",
+        lambda: wrong_port.ListOutcomes(planning_pb2.ListOutcomesRequest(), metadata=alice.md(), timeout=TIMEOUT),
+        grpc.StatusCode.UNIMPLEMENTED,
+    )
+    info = details["ErrorInfo"]
+    assert info.reason == "METHOD_NOT_FOUND", f"reason {info.reason!r}"
+    assert info.metadata.get("method") == "/codeops.planning.v1.OutcomeService/ListOutcomes", dict(info.metadata)
+
     step("no token: UNAUTHENTICATED TOKEN_MISSING")
     _, _, details = expect_error(
         "ListOutcomes without a token",
@@ -676,7 +687,7 @@ def run_tokens():
     )
     assert details["ErrorInfo"].reason == "SESSION_REVOKED", f"reason {details['ErrorInfo'].reason!r}"
     # Everywhere else within one poll of the revocation feed.
-    bound = REVOCATION_POLL_SECS * 2 + 5
+    bound = REVOCATION_POLL_SECS * 2 + 10
     for name, call in (
         ("planning ListOutcomes", lambda t: outcomes.ListOutcomes(
             planning_pb2.ListOutcomesRequest(page_size=1), metadata=s.md(token=t), timeout=TIMEOUT)),
