@@ -384,24 +384,28 @@ impl AuthService for Svc {
             revoke_sessions(&mut tx, ctx.user_id).await?
         } else {
             // Only a session of the caller; anything else is not found.
-            sqlx::query!(
-                "UPDATE core.refresh_tokens SET revoked_at = now() \
-                 WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL AND family_id = ( \
-                     SELECT family_id FROM core.refresh_tokens \
-                     WHERE tenant_id = $1 AND user_id = $2 AND token_hash = $3)",
+            // One family is one session, however often it was rotated.
+            let sessions = sqlx::query_scalar!(
+                "WITH revoked AS ( \
+                     UPDATE core.refresh_tokens SET revoked_at = now() \
+                     WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL AND family_id = ( \
+                         SELECT family_id FROM core.refresh_tokens \
+                         WHERE tenant_id = $1 AND user_id = $2 AND token_hash = $3) \
+                     RETURNING family_id) \
+                 SELECT count(DISTINCT family_id) AS \"sessions!\" FROM revoked",
                 tx.tenant_id(),
                 ctx.user_id,
                 token_hash(token),
             )
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
-            .map_err(ApiError::from)?
-            .rows_affected()
+            .map_err(ApiError::from)?;
+            u64::try_from(sessions).unwrap_or(0)
         };
         tx.commit(
             AuditEntry::new(AuditAction::Logout, "user", ctx.user_id)
                 .title(&ctx.email)
-                .description(format!("{revoked} session token(s) revoked")),
+                .description(format!("{revoked} session(s) revoked")),
         )
         .await?;
         Ok(Response::new(LogoutResponse {
@@ -478,7 +482,7 @@ impl AuthService for Svc {
         tx.commit(
             AuditEntry::new(AuditAction::PasswordChanged, "user", ctx.user_id)
                 .title(&ctx.email)
-                .description(format!("{revoked} session token(s) revoked")),
+                .description(format!("{revoked} session(s) revoked")),
         )
         .await?;
         Ok(Response::new(ChangePasswordResponse {

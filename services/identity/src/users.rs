@@ -169,15 +169,20 @@ pub(crate) async fn revoke_sessions(
     tx: &mut impl TenantTx,
     user_id: Uuid,
 ) -> Result<u64, ApiError> {
-    Ok(sqlx::query!(
-        "UPDATE core.refresh_tokens SET revoked_at = now() \
-         WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+    // A session is a refresh-token family (a login and its rotations), so
+    // sessions are counted by family, not by token row.
+    let sessions = sqlx::query_scalar!(
+        "WITH revoked AS ( \
+             UPDATE core.refresh_tokens SET revoked_at = now() \
+             WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL \
+             RETURNING family_id) \
+         SELECT count(DISTINCT family_id) AS \"sessions!\" FROM revoked",
         tx.tenant_id(),
         user_id,
     )
-    .execute(&mut **tx)
-    .await?
-    .rows_affected())
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(u64::try_from(sessions).unwrap_or(0))
 }
 
 /// Nobody grants a role holding a permission they lack themselves.

@@ -277,7 +277,19 @@ async fn refresh_with_a_malformed_or_unknown_token_is_unauthenticated() {
 async fn logout_revokes_the_session_and_audits_logout() {
     let app = TestApp::spawn().await;
     let pool = app.admin_pool().await;
-    let (access, refresh) = login_pair(&app, "acme", "bob@acme.test").await;
+    let (access, first) = login_pair(&app, "acme", "bob@acme.test").await;
+    // Rotated once: still one session, counted once.
+    let refresh = app
+        .auth()
+        .refresh(RefreshRequest {
+            refresh_token: first,
+        })
+        .await
+        .expect("refresh")
+        .into_inner()
+        .tokens
+        .expect("tokens")
+        .refresh_token;
     let rid = new_request_id("logout");
     let response = app
         .auth()
