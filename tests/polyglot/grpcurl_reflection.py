@@ -119,9 +119,12 @@ def main():
         "rpc WatchDecisions ( .codeops.decision.v1.WatchDecisionsRequest ) returns ( stream .codeops.decision.v1.DecisionEvent );"
         in text
     ), f"describe DecisionService lacks the streaming WatchDecisions:\n{text}"
-    assert "Needs decision.resolve" in text, "describe DecisionService: the method comments are not served"
+    assert "Permission: decision.write" in text, "describe DecisionService: the method comments are not served"
     text = grpcurl(PLANNING, "describe", "codeops.planning.v1.Outcome")
-    assert "codeops.planning.v1.Outcome is a message:" in text and "string etag = 16;" in text, text
+    assert "codeops.planning.v1.Outcome is a message:" in text and "string etag = 16" in text, text
+    assert "string created_by_id = 23 [(.google.api.field_behavior) = OUTPUT_ONLY];" in text, (
+        f"describe Outcome: field_behavior annotations are not served:\n{text}"
+    )
     text = grpcurl(PLANNING, "describe", "google.rpc.BadRequest")
     assert "google.rpc.BadRequest is a message:" in text and "FieldViolation" in text, text
 

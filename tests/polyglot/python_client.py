@@ -243,6 +243,7 @@ def run_planning(alice):
     # Large and repetitive, so gzip has something to do. (No trailing blank:
     # the server trims text fields.)
     long_text = ("Customers who finish onboarding in one sitting stay. " * 200).strip()
+    outcome_key = str(uuid.uuid4())
     outcome = outcomes.CreateOutcome(
         planning_pb2.CreateOutcomeRequest(
             outcome=planning_pb2.Outcome(
@@ -255,7 +256,8 @@ def run_planning(alice):
                 target_metrics=[
                     planning_pb2.Metric(key="week1_activation_rate", unit="percent", baseline=31.0, target=45.0)
                 ],
-            )
+            ),
+            request_id=outcome_key,
         ),
         metadata=alice.md("create_outcome"),
         compression=grpc.Compression.Gzip,
@@ -265,6 +267,32 @@ def run_planning(alice):
     assert outcome.description == long_text, "the gzip-compressed description came back different"
     assert outcome.etag, "new outcome without etag"
     assert outcome.created_by_id == alice.user.id, f"created_by_id {outcome.created_by_id!r}"
+
+    step("CreateOutcome retried with its request_id (as a mesh retries) answers the first outcome")
+    retry = planning_pb2.CreateOutcomeRequest(
+        outcome=planning_pb2.Outcome(
+            title=f"Polyglot outcome {RUN}",
+            description=long_text,
+            success_criteria="week-1 activation at 45%",
+            priority=planning_pb2.OUTCOME_PRIORITY_HIGH,
+            target_date="2027-06-30",
+            tags=["polyglot", "python"],
+            target_metrics=[
+                planning_pb2.Metric(key="week1_activation_rate", unit="percent", baseline=31.0, target=45.0)
+            ],
+        ),
+        request_id=outcome_key,
+    )
+    again = outcomes.CreateOutcome(retry, metadata=alice.md(), timeout=TIMEOUT)
+    assert again == outcome, "a retry with the same request_id created or answered something else"
+    retry.outcome.title = f"Another outcome {RUN}"
+    _, _, details = expect_error(
+        "the request_id reused for another outcome",
+        lambda: outcomes.CreateOutcome(retry, metadata=alice.md(), timeout=TIMEOUT),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    fields = [v.field for v in details["BadRequest"].field_violations]
+    assert fields == ["request_id"], f"reused request_id: violations on {fields}"
 
     step("GetOutcome with gzip on the whole channel (requests and responses)")
     with grpc.insecure_channel(PLANNING, compression=grpc.Compression.Gzip) as gz:

@@ -36,8 +36,8 @@ pub(super) const TABLE: &[(&str, &[&str])] = &[
 ];
 
 /// The methods, each with the target it names.
-#[derive(Clone, Copy, Debug)]
-enum Move {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Move {
     Discuss,
     RequestInput,
     Resolve,
@@ -48,7 +48,7 @@ enum Move {
 }
 
 impl Move {
-    const ALL: [Move; 7] = [
+    pub(super) const ALL: [Move; 7] = [
         Move::Discuss,
         Move::RequestInput,
         Move::Resolve,
@@ -58,7 +58,7 @@ impl Move {
         Move::Reopen,
     ];
 
-    fn target(self) -> &'static str {
+    pub(super) fn target(self) -> &'static str {
         match self {
             Move::Discuss | Move::Reopen => "UNDER_DISCUSSION",
             Move::RequestInput => "NEEDS_INPUT",

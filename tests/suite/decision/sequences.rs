@@ -23,7 +23,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
-use super::lifecycle::TABLE;
+use super::lifecycle::{Move, TABLE};
 use super::stakeholders::{counters_differing_from_a_recount, internal};
 use super::{Decisions, decision, time_of};
 use crate::common::checks::{missing_permissions, snapshot, violation_fields};
@@ -127,29 +127,8 @@ impl User {
     }
 }
 
-/// The transition methods.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Move {
-    Discuss,
-    RequestInput,
-    Resolve,
-    Defer,
-    Cancel,
-    Implement,
-    Reopen,
-}
-
+// The moves of lifecycle.rs, with what the sequence needs of them.
 impl Move {
-    const ALL: [Move; 7] = [
-        Move::Discuss,
-        Move::RequestInput,
-        Move::Resolve,
-        Move::Defer,
-        Move::Cancel,
-        Move::Implement,
-        Move::Reopen,
-    ];
-
     /// The moves to draw from: the terminal ones less often, so the
     /// decisions keep moving.
     const WEIGHTED: [Move; 11] = [
@@ -165,17 +144,6 @@ impl Move {
         Move::Reopen,
         Move::Reopen,
     ];
-
-    fn target(self) -> &'static str {
-        match self {
-            Move::Discuss | Move::Reopen => "UNDER_DISCUSSION",
-            Move::RequestInput => "NEEDS_INPUT",
-            Move::Resolve => "DECIDED",
-            Move::Defer => "DEFERRED",
-            Move::Cancel => "CANCELLED",
-            Move::Implement => "IMPLEMENTED",
-        }
-    }
 
     /// product.md's table: the edge exists, and reopening is the one way
     /// back from DECIDED.
