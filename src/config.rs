@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use codeops_platform::DbOptions;
 use codeops_platform::pipeline::MessageLimits;
-use codeops_platform::transport::{TransportSettings, tls_config};
+use codeops_platform::transport::{IpRange, TransportSettings, tls_config};
 use codeops_tenant::TokenSettings;
 use codeops_tenant::token::read_pem;
 
@@ -120,6 +120,11 @@ pub struct ServeArgs {
     /// the connection is closed under them.
     #[arg(long, env = "CODEOPS_MAX_CONNECTION_AGE_GRACE_SECS", default_value_t = 60, value_parser = seconds::<0, DAY>)]
     pub max_connection_age_grace_secs: u64,
+    /// Comma-separated addresses or CIDR blocks of proxies (a sidecar, an
+    /// ingress) whose `x-forwarded-for` names the client; empty: the TCP
+    /// peer is the client. Login throttling and the audit trail use it.
+    #[arg(long, env = "CODEOPS_TRUSTED_PROXIES", value_delimiter = ',', value_parser = ip_range)]
+    pub trusted_proxies: Vec<IpRange>,
     /// TLS certificate chain (PEM, inline or a file path) every gRPC port
     /// serves; with CODEOPS_TLS_KEY. Unset: plaintext HTTP/2 (h2c).
     #[arg(long, env = "CODEOPS_TLS_CERT")]
@@ -302,6 +307,7 @@ impl ServeArgs {
                 .then(|| Duration::from_secs(self.max_connection_age_secs)),
             max_connection_age_grace: Duration::from_secs(self.max_connection_age_grace_secs),
             tls,
+            trusted_proxies: self.trusted_proxies.clone(),
         })
     }
 
@@ -386,6 +392,11 @@ fn whole_in(value: &str, min: u64, max: u64) -> Option<u64> {
 }
 
 /// A TCP port (0 picks a free one).
+/// An IP address or CIDR block (`10.0.0.0/8`).
+pub fn ip_range(value: &str) -> Result<IpRange, String> {
+    value.parse()
+}
+
 pub fn port(value: &str) -> Result<u16, String> {
     value
         .trim()

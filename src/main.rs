@@ -186,7 +186,15 @@ fn bad_value_line(error: &clap::Error) -> Option<String> {
     };
     // Named as the operator set it: the variable, unless a flag gave it.
     let name = match env_of(&Cli::command(), &long) {
-        Some(env) if std::env::var_os(&env).is_some_and(|v| v.to_string_lossy() == value) => env,
+        // A list variable (`a,b`) is refused one item at a time.
+        Some(env)
+            if std::env::var_os(&env).is_some_and(|v| {
+                let v = v.to_string_lossy();
+                v == value || v.split(',').any(|item| item.trim() == value)
+            }) =>
+        {
+            env
+        }
         _ => format!("--{long}"),
     };
     Some(format!("{name}: {expected}, got {value:?}"))

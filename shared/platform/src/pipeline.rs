@@ -50,6 +50,8 @@ pub use transport_errors::{MALFORMED_REQUEST, REQUEST_TOO_LARGE, RESPONSE_TOO_LA
 use crate::metrics::{MethodMetrics, RpcMetrics, code_name};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The client address a trusted proxy reports (`CODEOPS_TRUSTED_PROXIES`).
+const FORWARDED_FOR_HEADER: &str = "x-forwarded-for";
 /// A caller's request id longer than this, or with anything but visible
 /// ASCII, is replaced by a fresh one: it goes into logs and audit rows.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -94,6 +96,8 @@ struct Shared {
     /// The longest a call may take when its caller sets no shorter
     /// deadline; `None`: only the caller's.
     default_timeout: Option<Duration>,
+    /// Peers whose `x-forwarded-for` names the client.
+    trusted_proxies: Vec<crate::transport::IpRange>,
 }
 
 impl PipelineLayer {
@@ -102,6 +106,7 @@ impl PipelineLayer {
         rpc: Arc<RpcMetrics>,
         limits: MessageLimits,
         default_timeout: Option<Duration>,
+        trusted_proxies: Vec<crate::transport::IpRange>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -109,6 +114,7 @@ impl PipelineLayer {
                 rpc,
                 limits,
                 default_timeout,
+                trusted_proxies,
             }),
         }
     }
@@ -162,7 +168,7 @@ where
             .flatten()
             .min();
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut meta = request_meta(&req);
+        let mut meta = request_meta(&req, &self.shared.trusted_proxies);
         meta.deadline = deadline;
         let request_id = HeaderValue::from_str(&meta.request_id)
             .expect("a request id is visible ASCII: checked or generated");
@@ -359,7 +365,7 @@ fn deadline_exceeded() -> Status {
     )
 }
 
-fn request_meta<B>(req: &Request<B>) -> RequestMeta {
+fn request_meta<B>(req: &Request<B>, trusted_proxies: &[crate::transport::IpRange]) -> RequestMeta {
     let request_id = req
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -368,7 +374,15 @@ fn request_meta<B>(req: &Request<B>) -> RequestMeta {
         .filter(|v| v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
         .unwrap_or_else(|| Uuid::new_v4().to_string());
-    let peer_ip = crate::transport::peer_addr(req).map(|addr| addr.ip().to_string());
+    let peer_ip = crate::transport::client_ip(
+        crate::transport::peer_addr(req).map(|addr| addr.ip()),
+        req.headers()
+            .get_all(FORWARDED_FOR_HEADER)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+        trusted_proxies,
+    )
+    .map(|ip| ip.to_string());
     let user_agent = req
         .headers()
         .get(http::header::USER_AGENT)
@@ -425,7 +439,7 @@ mod tests {
     fn pipeline<S>(inner: S) -> (Pipeline<S>, Metrics) {
         let metrics = Metrics::new();
         let rpc = metrics.register_rpc("test", [METHOD.to_owned()]);
-        let layer = PipelineLayer::new("test", rpc, MessageLimits::default(), None);
+        let layer = PipelineLayer::new("test", rpc, MessageLimits::default(), None, Vec::new());
         (layer.layer(inner), metrics)
     }
 
@@ -641,13 +655,14 @@ mod tests {
             max_request_bytes: 1024,
             max_response_bytes: 4,
         };
-        let mut service = PipelineLayer::new("test", rpc, limits, None).layer(Handler(|| {
-            // A 2-byte message, then a 5-byte one.
-            streaming(vec![
-                Frame::data(Bytes::from_static(b"\0\0\0\0\x02ab\0\0\0\0\x05abcde")),
-                ok_trailers(),
-            ])
-        }));
+        let mut service =
+            PipelineLayer::new("test", rpc, limits, None, Vec::new()).layer(Handler(|| {
+                // A 2-byte message, then a 5-byte one.
+                streaming(vec![
+                    Frame::data(Bytes::from_static(b"\0\0\0\0\x02ab\0\0\0\0\x05abcde")),
+                    ok_trailers(),
+                ])
+            }));
         let response = service.call(request(None)).await.expect("a response");
         let frames = frames(response.into_body()).await;
         assert_eq!(frames.len(), 2, "{frames:?}");

@@ -190,6 +190,7 @@ async fn serve_service(
         rpc_metrics,
         pipeline.limits,
         pipeline.default_timeout,
+        transport.trusted_proxies.clone(),
     );
     let auth = AuthLayer::new(AuthConfig {
         verifier: auth.verifier,

@@ -431,6 +431,11 @@ async fn bad_configuration_is_one_line_naming_the_variable_and_a_non_zero_exit()
             "https:// is not supported",
         ),
         (
+            "CODEOPS_TRUSTED_PROXIES",
+            "10.0.0.0/8,sidecar",
+            r#"CODEOPS_TRUSTED_PROXIES: expected IP addresses or CIDR blocks such as 10.0.0.0/8, got "sidecar""#,
+        ),
+        (
             "DATABASE_URL",
             "mysql://db/codeops",
             "expected a postgres:// URL",

@@ -30,7 +30,7 @@ fn aged() -> TransportSettings {
     TransportSettings {
         max_connection_age: Some(AGE),
         max_connection_age_grace: GRACE,
-        tls: None,
+        ..TransportSettings::default()
     }
 }
 
@@ -196,4 +196,44 @@ fn tls_settings_refuse_a_key_that_is_not_the_certificates() {
     let (_, other_key) = self_signed();
     assert!(tls_config(&cert, &other_key).is_err());
     assert!(tls_config("not a certificate", "not a key").is_err());
+}
+
+/// The address a login is audited (and throttled) under, for a login
+/// carrying `x-forwarded-for: 198.51.100.9, 203.0.113.7` from 127.0.0.1.
+async fn audited_address(app: &TestApp) -> Option<String> {
+    let request_id = crate::common::checks::new_request_id("forwarded");
+    let mut request = crate::common::checks::anonymous(
+        codeops_proto::identity::LoginRequest {
+            tenant_slug: "acme".into(),
+            email: "alice@acme.test".into(),
+            password: crate::common::PASSWORD.into(),
+        },
+        &request_id,
+    );
+    request.metadata_mut().insert(
+        "x-forwarded-for",
+        "198.51.100.9, 203.0.113.7".parse().expect("ascii"),
+    );
+    app.auth().login(request).await.expect("login");
+    let pool = app.admin_pool().await;
+    let row = crate::common::checks::the_audit_row(&pool, &request_id).await;
+    pool.close().await;
+    row.ip_address
+}
+
+#[tokio::test]
+async fn x_forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
+    // Trusted: the right-most hop the proxy (127.0.0.1) appended.
+    let app = spawn_with_transport(TransportSettings {
+        trusted_proxies: vec!["127.0.0.0/8".parse().expect("range")],
+        ..TransportSettings::default()
+    })
+    .await;
+    assert_eq!(audited_address(&app).await.as_deref(), Some("203.0.113.7"));
+    app.shutdown().await;
+
+    // Not configured: anyone can write the header, so it is ignored.
+    let app = spawn_with_transport(TransportSettings::default()).await;
+    assert_eq!(audited_address(&app).await.as_deref(), Some("127.0.0.1"));
+    app.shutdown().await;
 }
