@@ -27,16 +27,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use codeops::suite::{Keys, Service, SuiteConfig};
-use codeops_pgcluster::Cluster;
 use codeops_platform::DbOptions;
 use codeops_platform::pipeline::MessageLimits;
 use codeops_proto::identity::auth_service_client::AuthServiceClient;
 use codeops_proto::identity::user_service_client::UserServiceClient;
 use codeops_proto::identity::{CreateUserRequest, GetCurrentUserRequest, LoginRequest, User};
 use codeops_tenant::TokenSettings;
-use sqlx::{Connection, PgConnection};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
+
+#[path = "support/server.rs"]
+mod server;
+use server::{prepare_server, release_server};
 
 const TENANT: &str = "acme";
 const ALICE: &str = "alice@acme.test";
@@ -139,101 +141,6 @@ impl Stats {
 
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
-}
-
-// ---------------------------------------------------------------------------
-// The database server
-
-enum Server {
-    /// `DATABASE_URL`'s server: the bench's database is dropped at the end.
-    External { admin_url: String, database: String },
-    /// A private cluster: stopped (data folder removed) at the end.
-    Private(Cluster),
-}
-
-/// `url` with its database name replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{database}?{query}"),
-        None => format!("{base}/{database}"),
-    }
-}
-
-async fn admin_exec(admin_url: &str, sql: &str) -> anyhow::Result<()> {
-    let mut conn = PgConnection::connect(admin_url)
-        .await
-        .context("cannot connect to DATABASE_URL")?;
-    sqlx::raw_sql(sql)
-        .execute(&mut conn)
-        .await
-        .with_context(|| sql.to_owned())?;
-    let _ = conn.close().await;
-    Ok(())
-}
-
-/// Starts or selects the server; returns it and the bench database's
-/// superuser URL.
-async fn prepare_server() -> anyhow::Result<(Server, String)> {
-    match std::env::var("DATABASE_URL") {
-        Ok(admin_url) if !admin_url.trim().is_empty() => {
-            let database = format!("codeops_bench_{}", std::process::id());
-            admin_exec(
-                &admin_url,
-                &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
-            )
-            .await?;
-            admin_exec(&admin_url, &format!("CREATE DATABASE \"{database}\"")).await?;
-            let url = with_database(&admin_url, &database);
-            Ok((
-                Server::External {
-                    admin_url,
-                    database,
-                },
-                url,
-            ))
-        }
-        _ => {
-            let cluster = tokio::task::spawn_blocking(|| Cluster::start("codeops-bench"))
-                .await
-                .context("cluster start task")?
-                .context(
-                    "DATABASE_URL is not set and a private PostgreSQL cluster could not start",
-                )?;
-            let url = cluster.database_url("codeops_bench");
-            admin_exec(&cluster.url(), "CREATE DATABASE codeops_bench").await?;
-            Ok((Server::Private(cluster), url))
-        }
-    }
-}
-
-async fn release_server(server: Server) {
-    match server {
-        Server::External {
-            admin_url,
-            database,
-        } => {
-            if let Err(e) = admin_exec(
-                &admin_url,
-                &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
-            )
-            .await
-            {
-                eprintln!("warning: could not drop {database}: {e:#}");
-            }
-        }
-        Server::Private(cluster) => {
-            let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -614,7 +521,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let (server, url) = prepare_server().await?;
+        let (server, url) = prepare_server("codeops_bench").await?;
         let result = bench(&settings, &url).await;
         release_server(server).await;
         result

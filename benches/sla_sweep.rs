@@ -32,10 +32,13 @@ use anyhow::Context;
 use chrono::Utc;
 use codeops::suite::{Keys, Service, SuiteConfig};
 use codeops_decision::{IdentityClient, SweepReport, Sweeper};
-use codeops_pgcluster::Cluster;
 use codeops_platform::{Db, DbOptions, Metrics, ServiceRole};
 use codeops_tenant::TokenSettings;
 use sqlx::{Connection, PgConnection};
+
+#[path = "support/server.rs"]
+mod server;
+use server::{prepare_server, release_server};
 
 /// More sweep rounds than this and the bench gives up: something is stuck.
 const MAX_ROUNDS: usize = 5;
@@ -75,93 +78,6 @@ impl Settings {
 
 // ---------------------------------------------------------------------------
 // The database
-
-enum Server {
-    External { admin_url: String, database: String },
-    Private(Cluster),
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{database}?{query}"),
-        None => format!("{base}/{database}"),
-    }
-}
-
-async fn admin_exec(admin_url: &str, sql: &str) -> anyhow::Result<()> {
-    let mut conn = PgConnection::connect(admin_url)
-        .await
-        .context("cannot connect to DATABASE_URL")?;
-    sqlx::raw_sql(sql)
-        .execute(&mut conn)
-        .await
-        .with_context(|| sql.to_owned())?;
-    let _ = conn.close().await;
-    Ok(())
-}
-
-async fn prepare_server() -> anyhow::Result<(Server, String)> {
-    match std::env::var("DATABASE_URL") {
-        Ok(admin_url) if !admin_url.trim().is_empty() => {
-            let database = format!("codeops_bench_sweep_{}", std::process::id());
-            admin_exec(
-                &admin_url,
-                &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
-            )
-            .await?;
-            admin_exec(&admin_url, &format!("CREATE DATABASE \"{database}\"")).await?;
-            let url = with_database(&admin_url, &database);
-            Ok((
-                Server::External {
-                    admin_url,
-                    database,
-                },
-                url,
-            ))
-        }
-        _ => {
-            let cluster = tokio::task::spawn_blocking(|| Cluster::start("codeops-bench"))
-                .await
-                .context("cluster start task")?
-                .context(
-                    "DATABASE_URL is not set and a private PostgreSQL cluster could not start",
-                )?;
-            let url = cluster.database_url("codeops_bench_sweep");
-            admin_exec(&cluster.url(), "CREATE DATABASE codeops_bench_sweep").await?;
-            Ok((Server::Private(cluster), url))
-        }
-    }
-}
-
-async fn release_server(server: Server) {
-    match server {
-        Server::External {
-            admin_url,
-            database,
-        } => {
-            if let Err(e) = admin_exec(
-                &admin_url,
-                &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
-            )
-            .await
-            {
-                eprintln!("warning: could not drop {database}: {e:#}");
-            }
-        }
-        Server::Private(cluster) => {
-            let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
-        }
-    }
-}
 
 /// The seeds' bcrypt hash of `password123` (nobody logs in here).
 const PASSWORD_HASH: &str = "$2b$10$lJdP4.ww3.KP25JFnX1Ce.vD18jS6rz4LeyzVA.ikyYOR3DzNwLHO";
@@ -456,7 +372,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let (server, url) = prepare_server().await?;
+        let (server, url) = prepare_server("codeops_bench_sweep").await?;
         let result = bench(&settings, &url).await;
         release_server(server).await;
         result
