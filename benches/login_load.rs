@@ -38,7 +38,6 @@ use tonic::transport::{Channel, Endpoint};
 
 #[path = "support/server.rs"]
 mod server;
-use server::{prepare_server, release_server};
 
 const TENANT: &str = "acme";
 const ALICE: &str = "alice@acme.test";
@@ -502,37 +501,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Ok(filter) = std::env::var("BENCH_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Some(n) = settings.worker_threads {
-        builder.worker_threads(n);
-    }
-    let runtime = match builder.build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("login_load: cannot build the tokio runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = runtime.block_on(async {
-        let (server, url) = prepare_server("codeops_bench").await?;
-        let result = bench(&settings, &url).await;
-        release_server(server).await;
-        result
-    });
-    drop(runtime);
-    match result {
-        Ok(Outcome { passed: true }) => ExitCode::SUCCESS,
-        Ok(Outcome { passed: false }) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("login_load: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    server::run(
+        "login_load",
+        "codeops_bench",
+        settings.worker_threads,
+        |url| async move { bench(&settings, &url).await.map(|outcome| outcome.passed) },
+    )
 }

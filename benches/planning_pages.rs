@@ -37,7 +37,6 @@ use tonic::transport::{Channel, Endpoint};
 
 #[path = "support/server.rs"]
 mod server;
-use server::{prepare_server, release_server};
 
 const ACME: &str = "11111111-1111-1111-1111-111111111111";
 const GLOBEX: &str = "22222222-2222-2222-2222-222222222222";
@@ -330,35 +329,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Ok(filter) = std::env::var("BENCH_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("planning_pages: cannot build the tokio runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = runtime.block_on(async {
-        let (server, url) = prepare_server("codeops_bench_pages").await?;
-        let result = bench(&settings, &url).await;
-        release_server(server).await;
-        result
-    });
-    drop(runtime);
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("planning_pages: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    server::run(
+        "planning_pages",
+        "codeops_bench_pages",
+        None,
+        |url| async move { bench(&settings, &url).await },
+    )
 }

@@ -38,7 +38,6 @@ use sqlx::{Connection, PgConnection};
 
 #[path = "support/server.rs"]
 mod server;
-use server::{prepare_server, release_server};
 
 /// More sweep rounds than this and the bench gives up: something is stuck.
 const MAX_ROUNDS: usize = 5;
@@ -355,35 +354,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Ok(filter) = std::env::var("BENCH_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("sla_sweep: cannot build the tokio runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = runtime.block_on(async {
-        let (server, url) = prepare_server("codeops_bench_sweep").await?;
-        let result = bench(&settings, &url).await;
-        release_server(server).await;
-        result
-    });
-    drop(runtime);
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("sla_sweep: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    server::run("sla_sweep", "codeops_bench_sweep", None, |url| async move {
+        bench(&settings, &url).await
+    })
 }

@@ -1,7 +1,11 @@
-//! The database a benchmark runs on, shared by the benches (each includes
-//! this file as a module): a fresh database on `DATABASE_URL`'s server,
-//! dropped at the end, or a private cluster from the machine's PostgreSQL
-//! binaries when `DATABASE_URL` is unset.
+//! What every benchmark does around its measurement, shared by the benches
+//! (each includes this file as a module): logs from `BENCH_LOG`, a tokio
+//! runtime, and the database it runs on — a fresh database on
+//! `DATABASE_URL`'s server, dropped at the end, or a private cluster from
+//! the machine's PostgreSQL binaries when `DATABASE_URL` is unset.
+
+use std::future::Future;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use codeops_pgcluster::Cluster;
@@ -93,6 +97,49 @@ pub async fn release_server(server: Server) {
         }
         Server::Private(cluster) => {
             let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+        }
+    }
+}
+
+/// Runs `body` with the URL of a fresh database `database` and releases the
+/// database whatever happens. Exit 0 when it passed, 1 when it failed, 2 on
+/// an error (printed after `bench:`).
+pub fn run<F, Fut>(bench: &str, database: &str, worker_threads: Option<usize>, body: F) -> ExitCode
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{bench}: cannot build the tokio runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        let (server, url) = prepare_server(database).await?;
+        let result = body(url).await;
+        release_server(server).await;
+        result
+    });
+    drop(runtime);
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{bench}: error: {e:#}");
+            ExitCode::from(2)
         }
     }
 }
